@@ -1,0 +1,118 @@
+"""Collector: `POST /v1/events` validates and writes events to the stream (SPEC §3)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from services.collector.stream import StreamUnavailableError, pack_records, put_all
+from shared.auth import ApiKey, KeyStore
+from shared.aws import open_aws
+from shared.events import InvalidEventError, Rejection, validate
+from shared.http import (
+    ApiError,
+    ApiKeyDep,
+    AwsDep,
+    SettingsDep,
+    error_response,
+    install_error_handlers,
+    json_response,
+)
+from shared.settings import Settings
+
+MAX_BODY = 1024 * 1024
+MAX_EVENTS = 500
+
+router = APIRouter()
+
+
+def check_batch(body: bytes, api_key: ApiKey, now: datetime) -> tuple[list[bytes], list[Rejection]]:
+    """Split a request body into accepted NDJSON lines and per-event rejections."""
+    try:
+        events = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"body is not JSON: {exc}") from exc
+    if not isinstance(events, list) or not 1 <= len(events) <= MAX_EVENTS:
+        raise ApiError(400, "invalid_batch", f"body must be a JSON array of 1 to {MAX_EVENTS} events")
+    accepted: list[bytes] = []
+    rejected: list[Rejection] = []
+    for i, raw in enumerate(events):
+        event_id = raw.get("event_id") if isinstance(raw, dict) else None
+        try:
+            event = validate(raw, now)
+            if event["tenant_id"] != api_key.tenant_id:
+                raise InvalidEventError("tenant_mismatch", "tenant_id is not the key's tenant")
+        except InvalidEventError as exc:
+            rid = event_id if isinstance(event_id, str) else None
+            rejected.append(Rejection(i, rid, exc.code, exc.message))
+            continue
+        accepted.append(orjson.dumps(event))
+    return accepted, rejected
+
+
+@router.post("/v1/events", status_code=202)
+async def post_events(
+    request: Request, api_key: ApiKeyDep, aws: AwsDep, settings: SettingsDep
+) -> Response:
+    api_key.require(None, "ingest")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise ApiError(413, "too_large", "body exceeds 1 MiB")
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise ApiError(413, "too_large", "body exceeds 1 MiB")
+    accepted, rejected = check_batch(body, api_key, datetime.now(UTC))
+    if accepted:
+        try:
+            await put_all(aws.kinesis, settings.stream, pack_records(api_key.tenant_id, accepted))
+        except StreamUnavailableError as exc:
+            raise ApiError(
+                503, "stream_unavailable", f"retry the whole batch: {exc}", {"Retry-After": "1"}
+            ) from exc
+    answer = {
+        "accepted": len(accepted),
+        "rejected": [
+            {"index": r.index, "event_id": r.event_id, "code": r.code, "message": r.message}
+            for r in rejected
+        ],
+    }
+    return json_response(answer, 202)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(aws: AwsDep, settings: SettingsDep) -> Response:
+    try:
+        await aws.kinesis.describe_stream_summary(StreamName=settings.stream)
+    except Exception as exc:
+        return error_response(503, "not_ready", f"stream unreachable: {exc}")
+    return json_response({"status": "ready"})
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(aws: AwsDep) -> str:
+    return aws.counter.prometheus()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_aws(settings) as aws:
+            app.state.settings = settings
+            app.state.aws = aws
+            app.state.keys = KeyStore(aws.dynamodb, settings.keys_table)
+            yield
+
+    app = FastAPI(title="Telemetry collector", version="1", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

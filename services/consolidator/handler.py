@@ -1,0 +1,57 @@
+"""Consolidator: merge a filtered batch into the ticket store, emit full event sets.
+
+The output names every variant of every event of each touched ticket; the
+enricher dedupes them. It is named after the batch, so a redelivery rewrites
+it (with a superset of events, never fewer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+
+import orjson
+
+from services.consolidator.store import EventLine, TicketStore
+from shared.layout import (
+    CONSOLIDATED,
+    FILTERED,
+    BadKeyError,
+    decode_lines,
+    encode_lines,
+    parse_key,
+    stage_key,
+    ticket_bucket,
+)
+from shared.objects import get_bytes, put_bytes
+from shared.worker import PoisonMessageError
+
+
+@dataclass(frozen=True)
+class ConsolidatorDeps:
+    store: TicketStore
+    buckets: int
+
+
+async def handle(deps: ConsolidatorDeps, key: str) -> None:
+    try:
+        stage, tenant, batch = parse_key(key)
+    except BadKeyError as exc:
+        raise PoisonMessageError(str(exc)) from exc
+    if stage != FILTERED:
+        raise PoisonMessageError(f"consolidator got a {stage} object")
+    store = deps.store
+    lines = list(decode_lines(await get_bytes(store.s3, store.bucket, key)))
+    by_bucket: dict[int, list[EventLine]] = defaultdict(list)
+    bucket_of: dict[bytes, int] = {}
+    for line in lines:
+        token = line[0]
+        if token not in bucket_of:
+            bucket_of[token] = ticket_bucket(orjson.loads(token), deps.buckets)
+        by_bucket[bucket_of[token]].append(line)
+    merged = await asyncio.gather(
+        *(store.merge(tenant, b, batch, bucket_lines) for b, bucket_lines in by_bucket.items())
+    )
+    out = sorted(set().union(*merged))
+    await put_bytes(store.s3, store.bucket, stage_key(CONSOLIDATED, tenant, batch), encode_lines(out))

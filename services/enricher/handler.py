@@ -1,0 +1,97 @@
+"""Enricher: per-ticket metrics for every ticket of a consolidated batch.
+
+Writes one `enriched/` object per batch and announces it on SNS with a single
+message, so the two loaders receive batches, not tickets.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from services.enricher.metrics import TicketResult, dedupe, evaluate
+from shared.layout import (
+    CONSOLIDATED,
+    ENRICHED,
+    BadKeyError,
+    decode_lines,
+    encode_ndjson,
+    parse_key,
+    stage_key,
+)
+from shared.objects import get_bytes, put_bytes
+from shared.worker import PoisonMessageError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sns import SNSClient
+
+
+@dataclass(frozen=True)
+class EnricherDeps:
+    s3: S3Client
+    sns: SNSClient
+    bucket: str
+    topic_arn: str
+
+
+def ticket_record(tenant: str, ticket_id: str, version: int, r: TicketResult) -> dict[str, Any]:
+    """What the loaders store: the API view plus the facts reports are built from."""
+    return {
+        "tenant_id": tenant,
+        "ticket_id": ticket_id,
+        "version": version,
+        "metrics": r.metrics(),
+        "group_stints": [s.to_json() for s in r.group_stints],
+        "agent_stints": [s.to_json() for s in r.agent_stints],
+        "events": r.events,
+        "facts": {
+            "status": r.status,
+            "created_at": r.created_at,
+            "closed_at": r.closed_at,
+            "first_assigned_at": r.first_assigned_at,
+            "first_response_at": r.first_response_at,
+            "first_response_agent_id": r.first_response_agent_id,
+            "closing_agent_id": r.closing_agent_id,
+            "abandoned": r.abandoned,
+            "channel": r.channel,
+            "first_group_id": r.first_group_id,
+            "group_id": r.group_id,
+            "agent_id": r.agent_id,
+            "last_agent_id": r.last_agent_id,
+            "queue_since": r.queue_since,
+            "messages": r.messages,
+            "replies": r.replies,
+        },
+    }
+
+
+def enrich(tenant: str, lines: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+    by_ticket: dict[bytes, list[bytes]] = defaultdict(list)
+    for token, event in lines:
+        by_ticket[token].append(event)
+    records = []
+    for token, variants in sorted(by_ticket.items()):
+        events, version = dedupe(variants)
+        records.append(ticket_record(tenant, orjson.loads(token), version, evaluate(events)))
+    return records
+
+
+async def handle(deps: EnricherDeps, key: str) -> None:
+    try:
+        stage, tenant, batch = parse_key(key)
+    except BadKeyError as exc:
+        raise PoisonMessageError(str(exc)) from exc
+    if stage != CONSOLIDATED:
+        raise PoisonMessageError(f"enricher got a {stage} object")
+    lines = list(decode_lines(await get_bytes(deps.s3, deps.bucket, key)))
+    out_key = stage_key(ENRICHED, tenant, batch)
+    await put_bytes(deps.s3, deps.bucket, out_key, encode_ndjson(enrich(tenant, lines)))
+    await deps.sns.publish(
+        TopicArn=deps.topic_arn,
+        Message=orjson.dumps({"keys": [out_key]}).decode(),
+        MessageAttributes={"tenant_id": {"DataType": "String", "StringValue": tenant}},
+    )

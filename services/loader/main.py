@@ -1,0 +1,31 @@
+"""The loader drains both SNS-fed queues: real-time (DynamoDB) and reports (PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+
+from services.loader import realtime, reports
+from shared.aws import open_aws
+from shared.db import make_engine
+from shared.service import queue_worker
+from shared.settings import Settings
+from shared.worker import stop_event_on_signals
+
+
+async def run(settings: Settings) -> None:
+    stop = stop_event_on_signals()
+    engine = make_engine(settings.require_database_url())
+    try:
+        async with open_aws(settings) as aws:
+            rt = realtime.RealtimeLoaderDeps(
+                s3=aws.s3, dynamodb=aws.dynamodb, bucket=settings.bucket, table=settings.realtime_table
+            )
+            rp = reports.ReportLoaderDeps(s3=aws.s3, bucket=settings.bucket, engine=engine)
+            workers = [
+                await queue_worker(aws.sqs, settings, settings.realtime_queue, partial(realtime.handle, rt)),
+                await queue_worker(aws.sqs, settings, settings.reports_queue, partial(reports.handle, rp)),
+            ]
+            await asyncio.gather(*(w.run(stop) for w in workers))
+    finally:
+        await engine.dispose()

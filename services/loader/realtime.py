@@ -1,0 +1,99 @@
+"""Real-time loader: the current state of each ticket into DynamoDB.
+
+One item per ticket, written only when its version grows (a conditional put),
+so duplicates and reordering cannot bring back an older state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from botocore.exceptions import ClientError
+
+from shared.layout import ENRICHED, BadKeyError, decode_ndjson_lines, parse_key
+from shared.objects import get_bytes
+from shared.worker import PoisonMessageError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_s3 import S3Client
+
+WRITE_CONCURRENCY = 16
+CLOSED_RETENTION_S = 2 * 86_400
+
+# Facts the real-time view needs; each is stored only when not null.
+FIELDS = (
+    "status", "created_at", "closed_at", "abandoned", "group_id", "agent_id",
+    "queue_since", "first_assigned_at", "first_response_at",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RealtimeLoaderDeps:
+    s3: S3Client
+    dynamodb: DynamoDBClient
+    bucket: str
+    table: str
+
+
+def _attr(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    return {"S": str(value)}
+
+
+def realtime_item(rec: dict[str, Any]) -> dict[str, Any]:
+    f = rec["facts"]
+    m = rec["metrics"]
+    item = {
+        "tenant_id": {"S": rec["tenant_id"]},
+        "ticket_id": {"S": rec["ticket_id"]},
+        "version": {"N": str(rec["version"])},
+    }
+    for name in FIELDS:
+        if f[name] is not None:
+            item[name] = _attr(f[name])
+    for name in ("wait_time_ms", "first_response_time_ms"):
+        if m[name] is not None:
+            item[name] = _attr(m[name])
+    if f["closed_at"] is not None:
+        item["expires_at"] = {"N": str(f["closed_at"] // 1000 + CLOSED_RETENTION_S)}
+    return item
+
+
+async def put_if_newer(dynamodb: DynamoDBClient, table: str, item: dict[str, Any]) -> bool:
+    try:
+        await dynamodb.put_item(
+            TableName=table,
+            Item=item,
+            ConditionExpression="attribute_not_exists(ticket_id) OR version < :v",
+            ExpressionAttributeValues={":v": item["version"]},
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+async def handle(deps: RealtimeLoaderDeps, key: str) -> None:
+    try:
+        stage, _, _ = parse_key(key)
+    except BadKeyError as exc:
+        raise PoisonMessageError(str(exc)) from exc
+    if stage != ENRICHED:
+        raise PoisonMessageError(f"loader got a {stage} object")
+    data = await get_bytes(deps.s3, deps.bucket, key)
+    items = [realtime_item(orjson.loads(line)) for line in decode_ndjson_lines(data)]
+    slots = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+    async def put(item: dict[str, Any]) -> None:
+        async with slots:
+            await put_if_newer(deps.dynamodb, deps.table, item)
+
+    await asyncio.gather(*(put(item) for item in items))

@@ -1,0 +1,135 @@
+"""Report loader: an enriched batch into PostgreSQL, one transaction per batch.
+
+A ticket row is replaced only by a higher version (its event set only grows),
+and its measurements are replaced in the same transaction, so a redelivered or
+concurrent batch can never count a ticket twice or bring back an old version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import delete, insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from shared.db import ticket_measures, tickets
+from shared.layout import ENRICHED, BadKeyError, decode_ndjson_lines, parse_key
+from shared.objects import get_bytes
+from shared.worker import PoisonMessageError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from types_aiobotocore_s3 import S3Client
+
+
+@dataclass(frozen=True)
+class ReportLoaderDeps:
+    s3: S3Client
+    bucket: str
+    engine: AsyncEngine
+
+
+def _ts(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def measures(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each measurement at the time it completes (SPEC §2, time attribution)."""
+    f = rec["facts"]
+    m = rec["metrics"]
+    rows: list[tuple[str, int, int | None, str | None]] = []
+    for t, sender, agent in f["messages"]:
+        rows.append((f"{sender}_message", t, None, agent))
+    for t, value in f["replies"]:
+        rows.append(("reply", t, value, None))
+    if f["created_at"] is not None:
+        rows.append(("created", f["created_at"], None, None))
+        if f["first_assigned_at"] is not None:
+            rows.append(("assigned", f["first_assigned_at"], m["wait_time_ms"], None))
+        if f["first_response_at"] is not None:
+            rows.append(
+                (
+                    "first_response",
+                    f["first_response_at"],
+                    m["first_response_time_ms"],
+                    f["first_response_agent_id"],
+                )
+            )
+        closed = f["closed_at"]
+        if closed is not None:
+            rows.append(("closed", closed, m["resolution_time_ms"], f["closing_agent_id"]))
+            rows.append(("transfers", closed, m["transfers"], None))
+            if m["abandoned"]:
+                rows.append(("abandoned", closed, m["abandon_time_ms"], None))
+            else:
+                rows.append(("resolution", closed, m["resolution_time_ms"], None))
+            if m["agents_involved"]:
+                rows.append(("handle", closed, m["handle_time_ms"], None))
+    common = {
+        "tenant_id": rec["tenant_id"],
+        "ticket_id": rec["ticket_id"],
+        "channel": f["channel"],
+        "first_group_id": f["first_group_id"],
+        "last_agent_id": f["last_agent_id"],
+    }
+    return [
+        {**common, "kind": kind, "at": _ts(t), "value_ms": value, "agent_id": agent}
+        for kind, t, value, agent in rows
+    ]
+
+
+def ticket_row(rec: dict[str, Any]) -> dict[str, Any]:
+    f = rec["facts"]
+    return {
+        "tenant_id": rec["tenant_id"],
+        "ticket_id": rec["ticket_id"],
+        "version": rec["version"],
+        "status": f["status"],
+        "channel": f["channel"],
+        "first_group_id": f["first_group_id"],
+        "last_agent_id": f["last_agent_id"],
+        "created_at": _ts(f["created_at"]),
+        "closed_at": _ts(f["closed_at"]),
+        "doc": {k: rec[k] for k in ("metrics", "group_stints", "agent_stints", "events")},
+    }
+
+
+async def load_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> int:
+    """Upsert newer versions and their measurements; returns how many changed."""
+    if not records:
+        return 0
+    records = sorted(records, key=lambda r: (r["tenant_id"], r["ticket_id"]))  # lock order
+    stmt = pg_insert(tickets).values([ticket_row(r) for r in records])
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[tickets.c.tenant_id, tickets.c.ticket_id],
+        set_={c: stmt.excluded[c] for c in ticket_row(records[0]) if c not in ("tenant_id", "ticket_id")},
+        where=tickets.c.version < stmt.excluded.version,
+    ).returning(tickets.c.tenant_id, tickets.c.ticket_id)
+    async with engine.begin() as conn:
+        changed = {(row.tenant_id, row.ticket_id) for row in await conn.execute(stmt)}
+        fresh = [r for r in records if (r["tenant_id"], r["ticket_id"]) in changed]
+        for tenant in {t for t, _ in changed}:
+            await conn.execute(
+                delete(ticket_measures).where(
+                    ticket_measures.c.tenant_id == tenant,
+                    ticket_measures.c.ticket_id.in_([t for tt, t in changed if tt == tenant]),
+                )
+            )
+        rows = [row for r in fresh for row in measures(r)]
+        if rows:
+            await conn.execute(insert(ticket_measures), rows)
+    return len(changed)
+
+
+async def handle(deps: ReportLoaderDeps, key: str) -> None:
+    try:
+        stage, _, _ = parse_key(key)
+    except BadKeyError as exc:
+        raise PoisonMessageError(str(exc)) from exc
+    if stage != ENRICHED:
+        raise PoisonMessageError(f"loader got a {stage} object")
+    data = await get_bytes(deps.s3, deps.bucket, key)
+    await load_records(deps.engine, [orjson.loads(line) for line in decode_ndjson_lines(data)])

@@ -1,0 +1,134 @@
+"""Report service: the read API of SPEC §3 under `/v1/tenants/{tenant_id}`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.report import queries
+from services.report.realtime import realtime_view, tenant_items, today_bounds
+from services.report.stats import day_range, parse_date, to_csv, zone
+from shared.auth import KeyStore
+from shared.aws import open_aws
+from shared.db import make_engine
+from shared.events import TENANT_RE
+from shared.http import (
+    ApiError,
+    ApiKeyDep,
+    AwsDep,
+    SettingsDep,
+    install_error_handlers,
+    json_response,
+)
+from shared.settings import Settings
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+def readable_tenant(
+    api_key: ApiKeyDep, tenant_id: Annotated[str, Path(min_length=1, max_length=63)]
+) -> str:
+    """The tenant of the path, once the key may read it; the same 403 otherwise."""
+    api_key.require(tenant_id, "read")
+    if not TENANT_RE.match(tenant_id):
+        raise ApiError(404, "not_found", "no such tenant")
+    return tenant_id
+
+
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+Tenant = Annotated[str, Depends(readable_tenant)]
+FromParam = Annotated[str, Query(alias="from", description="YYYY-MM-DD, inclusive, in tz")]
+ToParam = Annotated[str, Query(description="YYYY-MM-DD, inclusive, in tz")]
+TzParam = Annotated[str, Query(description="IANA time zone")]
+SlaParam = Annotated[int, Query(ge=1, le=86_400)]
+
+router = APIRouter(prefix="/v1/tenants/{tenant_id}")
+
+
+def answer(request: Request, body: dict[str, Any], rows: list[dict[str, Any]]) -> Response:
+    """JSON by default; CSV of `rows` when the client asks for text/csv."""
+    if "text/csv" in request.headers.get("accept", ""):
+        return PlainTextResponse(to_csv(rows), media_type="text/csv")
+    return json_response(body)
+
+
+@router.get("/reports/summary")
+async def summary(
+    request: Request,
+    tenant: Tenant,
+    engine: EngineDep,
+    from_: FromParam,
+    to: ToParam,
+    tz: TzParam = "UTC",
+    group_id: str | None = None,
+    agent_id: str | None = None,
+    channel: str | None = None,
+    sla_seconds: SlaParam = 60,
+) -> Response:
+    start, end = day_range(parse_date(from_, "from"), parse_date(to, "to"), zone(tz))
+    filters = queries.Filters(group_id=group_id, agent_id=agent_id, channel=channel)
+    body = await queries.summary(engine, tenant, start, end, filters, sla_seconds)
+    return answer(request, body, [body])
+
+
+@router.get("/tickets/{ticket_id}")
+async def ticket(
+    tenant: Tenant, engine: EngineDep, ticket_id: Annotated[str, Path(max_length=128)]
+) -> Response:
+    doc = await queries.ticket_doc(engine, tenant, ticket_id)
+    if doc is None:
+        raise ApiError(404, "not_found", "no such ticket")
+    return json_response({"tenant_id": tenant, "ticket_id": ticket_id, **doc})
+
+
+@router.get("/realtime")
+async def realtime(
+    request: Request, tenant: Tenant, aws: AwsDep, settings: SettingsDep, tz: TzParam = "UTC"
+) -> Response:
+    start, end = today_bounds(datetime.now(UTC), zone(tz))
+    items = await tenant_items(aws.dynamodb, settings.realtime_table, tenant)
+    body = realtime_view(items, start, end)
+    return answer(request, body, [body])
+
+
+service_router = APIRouter()
+
+
+@service_router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@service_router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(aws: AwsDep) -> str:
+    return aws.counter.prometheus()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.require_database_url())
+        try:
+            async with open_aws(settings) as aws:
+                app.state.settings = settings
+                app.state.aws = aws
+                app.state.engine = engine
+                app.state.keys = KeyStore(aws.dynamodb, settings.keys_table)
+                yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(title="Telemetry reports", version="1", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(router)
+    app.include_router(service_router)
+    return app

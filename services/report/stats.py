@@ -1,0 +1,83 @@
+"""Report arithmetic shared by every endpoint: stats objects, ranges, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shared.http import ApiError
+
+PERCENTILES = (("p50_ms", 0.5), ("p90_ms", 0.9), ("p95_ms", 0.95))
+
+
+def nearest_rank(sorted_values: Sequence[int], p: float) -> int:
+    """The value of rank ceil(p*n), 1-based (SPEC §2)."""
+    rank = max(1, math.ceil(p * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def stats(values: Sequence[int]) -> dict[str, Any]:
+    if not values:
+        return {"count": 0, "avg_ms": None, **dict.fromkeys(k for k, _ in PERCENTILES)}
+    ordered = sorted(values)
+    return {
+        "count": len(ordered),
+        "avg_ms": sum(ordered) / len(ordered),
+        **{k: nearest_rank(ordered, p) for k, p in PERCENTILES},
+    }
+
+
+def ratio(num: int, den: int) -> float | None:
+    return None if den == 0 else num / den
+
+
+def zone(tz: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ApiError(400, "invalid_tz", f"unknown time zone {tz!r}") from exc
+
+
+def parse_date(value: str, name: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_date", f"{name} must be YYYY-MM-DD") from exc
+
+
+def day_range(start: date, end: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """[midnight of `start`, midnight after `end`) in `tz`, as aware datetimes."""
+    if start > end:
+        raise ApiError(400, "invalid_range", "from is after to")
+    return (
+        datetime.combine(start, time(), tzinfo=tz),
+        datetime.combine(end + timedelta(days=1), time(), tzinfo=tz),
+    )
+
+
+def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    flat = [flatten(r) for r in rows]
+    columns: list[str] = []
+    for r in flat:
+        columns.extend(c for c in r if c not in columns)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat)
+    return buf.getvalue()

@@ -1,0 +1,84 @@
+"""AWS clients for one process, built in `main()` and passed to handlers.
+
+Every request is counted by service and operation: cost per event is a
+feature, and the counts are what the benchmarks and `/metrics` report.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aioboto3
+from botocore.config import Config
+
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_kinesis import KinesisClient
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sns import SNSClient
+    from types_aiobotocore_sqs import SQSClient
+
+
+@dataclass(eq=False)  # hashable: botocore keys handlers by identity
+class RequestCounter:
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def __call__(self, model: Any, **_: Any) -> None:
+        self.counts[(model.service_model.service_name, model.name)] += 1
+
+    def prometheus(self) -> str:
+        lines = [
+            "# HELP telemetry_aws_requests_total AWS requests made by this process.",
+            "# TYPE telemetry_aws_requests_total counter",
+        ]
+        for (service, op), n in sorted(self.counts.items()):
+            lines.append(
+                f'telemetry_aws_requests_total{{service="{service}",operation="{op}"}} {n}'
+            )
+        return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Aws:
+    s3: S3Client
+    sqs: SQSClient
+    sns: SNSClient
+    kinesis: KinesisClient
+    dynamodb: DynamoDBClient
+    counter: RequestCounter
+
+
+def client_config(settings: Settings) -> Config:
+    return Config(
+        region_name=settings.aws_region,
+        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=50,
+    )
+
+
+@asynccontextmanager
+async def open_aws(settings: Settings) -> AsyncIterator[Aws]:
+    session = aioboto3.Session(
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        region_name=settings.aws_region,
+    )
+    counter = RequestCounter()
+    config = client_config(settings)
+    async with AsyncExitStack() as stack:
+        clients: dict[str, Any] = {}
+        for name in ("s3", "sqs", "sns", "kinesis", "dynamodb"):
+            client = await stack.enter_async_context(
+                session.client(name, endpoint_url=settings.aws_endpoint_url, config=config)  # type: ignore[call-overload]
+            )
+            client.meta.events.register("before-call.*.*", counter)
+            clients[name] = client
+        yield Aws(counter=counter, **clients)

@@ -1,0 +1,67 @@
+"""The PostgreSQL schema (tables as SQLAlchemy Core) and the engine factory.
+
+Alembic migrations in `migrations/` create exactly these tables.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+metadata = MetaData()
+
+# One row per ticket: the latest version's API document and its key facts.
+tickets = Table(
+    "tickets",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("ticket_id", Text, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("channel", Text),
+    Column("first_group_id", Text),
+    Column("last_agent_id", Text),
+    Column("created_at", DateTime(timezone=True)),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("doc", JSON, nullable=False),
+)
+
+# Every measurement of a ticket at the (effective) time it completes, replaced
+# as a whole whenever the ticket's version grows. Reports aggregate these.
+ticket_measures = Table(
+    "ticket_measures",
+    metadata,
+    Column("tenant_id", Text, nullable=False),
+    Column("ticket_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("value_ms", BigInteger),
+    Column("agent_id", Text),
+    Column("channel", Text),
+    Column("first_group_id", Text),
+    Column("last_agent_id", Text),
+    Index("ix_ticket_measures_tenant_at", "tenant_id", "at"),
+    Index("ix_ticket_measures_tenant_ticket", "tenant_id", "ticket_id"),
+)
+
+
+def async_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs and use the asyncpg driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str) -> AsyncEngine:
+    return create_async_engine(async_url(url), pool_size=5, max_overflow=5, pool_pre_ping=True)

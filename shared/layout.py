@@ -1,0 +1,95 @@
+"""Where every object lives in the bucket, and the two line formats.
+
+Every key starts with `<stage>/<tenant>/`, so no key of one tenant can name
+another tenant's data. Objects are gzip; their names are derived from the
+batch they come from, so a retried stage rewrites the same key.
+
+- `raw/`: NDJSON, one event per line, as the collector accepted it.
+- `filtered/`, `store/`, `consolidated/`: *event lines*,
+  `<ticket_id as JSON>\\t<event as RFC 8785 JSON>\\n`, so that a stage can
+  select a ticket's lines and compare events byte for byte without parsing.
+- `quarantine/`: NDJSON `{"reason", "line"}` of what was refused.
+- `enriched/`: NDJSON, one ticket's metrics per line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+
+import orjson
+
+from shared.events import TENANT_RE
+
+RAW = "raw"
+FILTERED = "filtered"
+QUARANTINE = "quarantine"
+STORE = "store"
+CONSOLIDATED = "consolidated"
+ENRICHED = "enriched"
+
+
+class BadKeyError(ValueError):
+    """A key that does not follow the layout; the message is poison."""
+
+
+def new_batch_id() -> str:
+    """Time-ordered and unique across processes."""
+    return f"{time.time_ns() // 1_000_000:013d}-{uuid.uuid4().hex[:12]}"
+
+
+def raw_key(tenant: str, batch: str) -> str:
+    now = datetime.now(UTC)
+    return f"{RAW}/{tenant}/{now:%Y/%m/%d/%H}/{batch}.ndjson.gz"
+
+
+def stage_key(stage: str, tenant: str, batch: str) -> str:
+    suffix = ".lines.gz" if stage in (FILTERED, CONSOLIDATED) else ".ndjson.gz"
+    return f"{stage}/{tenant}/{batch}{suffix}"
+
+
+def store_prefix(tenant: str, bucket: int) -> str:
+    return f"{STORE}/{tenant}/{bucket:04d}/"
+
+
+def parse_key(key: str) -> tuple[str, str, str]:
+    """(stage, tenant, batch) of any stage object."""
+    parts = key.split("/")
+    if len(parts) < 3 or not TENANT_RE.match(parts[1]):
+        raise BadKeyError(f"not a telemetry object key: {key!r}")
+    batch = parts[-1].split(".", 1)[0]
+    if not batch:
+        raise BadKeyError(f"no batch id in {key!r}")
+    return parts[0], parts[1], batch
+
+
+def ticket_bucket(ticket_id: str, buckets: int) -> int:
+    digest = hashlib.blake2b(ticket_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % buckets
+
+
+def ticket_token(ticket_id: str) -> bytes:
+    return orjson.dumps(ticket_id)
+
+
+def encode_lines(lines: Iterable[tuple[bytes, bytes]]) -> bytes:
+    return gzip.compress(b"".join(t + b"\t" + e + b"\n" for t, e in lines), compresslevel=6)
+
+
+def decode_lines(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    for line in gzip.decompress(data).splitlines():
+        if line:
+            token, _, event = line.partition(b"\t")
+            yield token, event
+
+
+def encode_ndjson(items: Iterable[object]) -> bytes:
+    return gzip.compress(b"".join(orjson.dumps(i) + b"\n" for i in items), compresslevel=6)
+
+
+def decode_ndjson_lines(data: bytes) -> list[bytes]:
+    return [line for line in gzip.decompress(data).splitlines() if line.strip()]

@@ -1,0 +1,88 @@
+"""Every setting of every service, read from environment variables only.
+
+The same variables drive the local stack, docker compose and AWS; the README
+lists them. `AWS_ENDPOINT_URL` unset means real AWS.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_ENV_FILE = Path(".telemetry") / "local.env"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TELEMETRY_", extra="ignore")
+
+    aws_endpoint_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL")
+    )
+    aws_region: str = Field(
+        default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+
+    aws_access_key_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID")
+    )
+    aws_secret_access_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY")
+    )
+
+    bucket: str = "telemetry-data"
+    stream: str = "telemetry-events"
+    stream_shards: int = Field(default=2, ge=1)
+    topic: str = "telemetry-tickets"
+    filter_queue: str = "telemetry-filter"
+    consolidator_queue: str = "telemetry-consolidator"
+    enricher_queue: str = "telemetry-enricher"
+    realtime_queue: str = "telemetry-load-realtime"
+    reports_queue: str = "telemetry-load-reports"
+    keys_table: str = "telemetry-api-keys"
+    checkpoints_table: str = "telemetry-checkpoints"
+    realtime_table: str = "telemetry-realtime"
+
+    database_url: str | None = None
+
+    host: str = "127.0.0.1"
+    collector_port: int = 8080
+    report_port: int = 8081
+
+    buffer_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    buffer_max_age_s: float = Field(default=5.0, gt=0)
+    dumper_idle_poll_s: float = Field(default=0.5, gt=0)
+
+    worker_concurrency: int = Field(default=4, ge=1)
+    worker_wait_s: int = Field(default=10, ge=0, le=20)
+    visibility_timeout_s: int = Field(default=60, ge=5)
+    max_receives: int = Field(default=5, ge=1)
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+
+    ticket_buckets: int = Field(default=8, ge=1, le=4096)
+    compact_after: int = Field(default=16, ge=2)
+
+    def queue_names(self) -> list[str]:
+        return [
+            self.filter_queue,
+            self.consolidator_queue,
+            self.enricher_queue,
+            self.realtime_queue,
+            self.reports_queue,
+        ]
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError("TELEMETRY_DATABASE_URL is not set")
+        return self.database_url
+
+
+def load_settings(*, local_env: bool = False) -> Settings:
+    """Build settings; the command line also reads what `telemetry up` left behind.
+
+    Variables set in the environment always win over the file.
+    """
+    if local_env and LOCAL_ENV_FILE.is_file():
+        return Settings(_env_file=LOCAL_ENV_FILE)  # type: ignore[call-arg]
+    return Settings()

@@ -1,0 +1,196 @@
+"""The one SQS worker loop every stage runs.
+
+Handlers are plain `async def handle(key: str) -> None` functions over S3
+object keys; only this module knows about polling, receipts, visibility,
+redelivery, the dead-letter queue and signals. A message is deleted only after
+its handler returned, i.e. after its output is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str], Awaitable[None]]
+
+
+class PoisonMessageError(ValueError):
+    """A message that can never succeed: it goes to the DLQ without retries."""
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    concurrency: int = 4
+    wait_s: int = 10
+    visibility_timeout_s: int = 60
+    max_receives: int = 5
+    drain_timeout_s: float = 30.0
+
+
+def object_keys(body: str) -> list[str]:
+    """S3 keys named by a message: an S3 notification or `{"keys": [...]}`."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PoisonMessageError(f"body is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise PoisonMessageError("body is not a JSON object")
+    if doc.get("Event") == "s3:TestEvent":
+        return []
+    if "keys" in doc and isinstance(doc["keys"], list):
+        return [str(k) for k in doc["keys"]]
+    if "Records" in doc and isinstance(doc["Records"], list):
+        keys = []
+        for record in doc["Records"]:
+            try:
+                raw = record["s3"]["object"]["key"]
+            except (KeyError, TypeError) as exc:
+                raise PoisonMessageError("S3 record without s3.object.key") from exc
+            keys.append(urllib.parse.unquote_plus(raw))
+        return keys
+    raise PoisonMessageError("neither an S3 notification nor a key list")
+
+
+def stop_event_on_signals() -> asyncio.Event:
+    """SIGTERM and SIGINT ask every loop of the process to drain and stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+class Worker:
+    def __init__(
+        self,
+        sqs: SQSClient,
+        queue_url: str,
+        dlq_url: str,
+        handler: Handler,
+        options: WorkerOptions,
+    ) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.dlq_url = dlq_url
+        self.handler = handler
+        self.options = options
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until `stop` is set, then drain in-flight messages (bounded)."""
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                if len(self.tasks) >= self.options.concurrency:
+                    await asyncio.wait(
+                        {*self.tasks, stopping}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    continue
+                free = self.options.concurrency - len(self.tasks)
+                receive = asyncio.ensure_future(self._receive(min(10, free)))
+                await asyncio.wait({receive, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not receive.done():
+                    receive.cancel()  # unseen messages come back after the timeout
+                    break
+                try:
+                    messages = receive.result()
+                except Exception:
+                    log.exception("receive failed on %s", self.queue_url)
+                    await asyncio.sleep(1.0)
+                    continue
+                for message in messages:
+                    task = asyncio.create_task(self._process(message))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+        finally:
+            stopping.cancel()
+            await self._drain()
+
+    async def _drain(self) -> None:
+        if not self.tasks:
+            return
+        _, pending = await asyncio.wait(set(self.tasks), timeout=self.options.drain_timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+    async def _receive(self, n: int) -> list[dict[str, Any]]:
+        resp = await self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=n,
+            WaitTimeSeconds=self.options.wait_s,
+            VisibilityTimeout=self.options.visibility_timeout_s,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+        return list(resp.get("Messages", []))  # type: ignore[arg-type]
+
+    async def _process(self, message: dict[str, Any]) -> None:
+        receipt = message["ReceiptHandle"]
+        count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        heartbeat = asyncio.create_task(self._heartbeat(receipt))
+        try:
+            for key in object_keys(message["Body"]):
+                await self.handler(key)
+        except PoisonMessageError as exc:
+            await self._dead_letter(message, f"poison: {exc}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("handler failed (receive %d) on %s", count, self.queue_url)
+            if count >= self.options.max_receives:
+                await self._dead_letter(message, f"{type(exc).__name__}: {exc}")
+            else:
+                await self._retry_later(receipt, count)
+        else:
+            await self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _heartbeat(self, receipt: str) -> None:
+        """Keep a long-running message invisible while its handler works."""
+        period = max(1.0, self.options.visibility_timeout_s / 3)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.sqs.change_message_visibility(
+                    QueueUrl=self.queue_url,
+                    ReceiptHandle=receipt,
+                    VisibilityTimeout=self.options.visibility_timeout_s,
+                )
+            except Exception:
+                log.warning("visibility extension failed", exc_info=True)
+
+    async def _retry_later(self, receipt: str, count: int) -> None:
+        delay = min(2**count, self.options.visibility_timeout_s)
+        with contextlib.suppress(Exception):
+            await self.sqs.change_message_visibility(
+                QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=delay
+            )
+
+    async def _dead_letter(self, message: dict[str, Any], reason: str) -> None:
+        """Park the message with its reason, then remove it from the work queue."""
+        await self.sqs.send_message(
+            QueueUrl=self.dlq_url,
+            MessageBody=message["Body"],
+            MessageAttributes={
+                "reason": {"DataType": "String", "StringValue": reason[:1000]},
+                "source_queue": {"DataType": "String", "StringValue": self.queue_url},
+            },
+        )
+        await self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])

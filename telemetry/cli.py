@@ -1,0 +1,66 @@
+"""The `telemetry` command line (SPEC §4)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+
+from shared.service import setup_logging
+from shared.settings import load_settings
+
+SERVICES = ("collector", "dumper", "filter", "consolidator", "enricher", "loader", "report")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="telemetry", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the whole stack locally, in the foreground")
+    sub.add_parser("provision", help="create every AWS resource and the schema (idempotent)")
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="print a new API key (stored hashed)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--scopes", default="ingest,read")
+    sim = sub.add_parser("simulate", help="send realistic traffic to the collector")
+    sim.add_argument("--tenants", type=int, default=2)
+    sim.add_argument("--rate", type=float, default=100.0, help="events per second")
+    sim.add_argument("--duration", type=float, default=30.0, help="seconds")
+    sim.add_argument("--collector", default=None, help="collector URL (default: local)")
+    sim.add_argument("--out", default=None, help="also write the events to this NDJSON file")
+    sim.add_argument("--seed", type=int, default=None)
+    for name in SERVICES:
+        sub.add_parser(name, help=f"run the {name} service")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command in SERVICES:
+        setup_logging(args.command)
+        module = importlib.import_module(f"services.{args.command}.main")
+        asyncio.run(module.run(load_settings()))
+        return 0
+    if args.command == "up":
+        from telemetry.up import up
+
+        return up()
+    settings = load_settings(local_env=True)
+    if args.command == "provision":
+        from telemetry.commands import provision_command
+
+        asyncio.run(provision_command(settings))
+        print("provisioned")
+        return 0
+    if args.command == "keys":
+        from telemetry.commands import create_key
+
+        print(asyncio.run(create_key(settings, args.tenant, args.scopes)))
+        return 0
+    from telemetry.simulate import simulate_command
+
+    return asyncio.run(simulate_command(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

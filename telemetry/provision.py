@@ -1,0 +1,211 @@
+"""`telemetry provision`: every AWS resource and the database schema, idempotently.
+
+Safe to rerun at every start, which the in-memory emulator needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from alembic import command
+from alembic.config import Config
+from botocore.exceptions import ClientError
+from sqlalchemy.engine import Connection
+
+import migrations
+from shared.aws import Aws
+from shared.db import make_engine
+from shared.layout import CONSOLIDATED, FILTERED, RAW
+from shared.service import DLQ_SUFFIX
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb.type_defs import (
+        AttributeDefinitionTypeDef,
+        KeySchemaElementTypeDef,
+    )
+
+DLQ_RETENTION_S = 14 * 86_400
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+async def ensure_bucket(aws: Aws, settings: Settings) -> None:
+    kwargs: dict[str, Any] = {"Bucket": settings.bucket}
+    if settings.aws_region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": settings.aws_region}
+    try:
+        await aws.s3.create_bucket(**kwargs)
+    except ClientError as exc:
+        if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+
+
+async def queue_arn(aws: Aws, url: str) -> str:
+    attrs = await aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return attrs["Attributes"]["QueueArn"]
+
+
+async def ensure_queue(aws: Aws, settings: Settings, name: str) -> tuple[str, str]:
+    """A work queue with its dead-letter queue; returns (url, arn)."""
+    dlq_url = (await aws.sqs.create_queue(QueueName=name + DLQ_SUFFIX))["QueueUrl"]
+    await aws.sqs.set_queue_attributes(
+        QueueUrl=dlq_url, Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_S)}
+    )
+    url = (await aws.sqs.create_queue(QueueName=name))["QueueUrl"]
+    arn = await queue_arn(aws, url)
+    # The worker dead-letters with a reason after max_receives; the redrive
+    # policy is the backstop for a worker that dies mid-message every time.
+    redrive = {
+        "deadLetterTargetArn": await queue_arn(aws, dlq_url),
+        "maxReceiveCount": settings.max_receives + 2,
+    }
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": ["s3.amazonaws.com", "sns.amazonaws.com"]},
+                "Action": "sqs:SendMessage",
+                "Resource": arn,
+            }
+        ],
+    }
+    await aws.sqs.set_queue_attributes(
+        QueueUrl=url,
+        Attributes={
+            "VisibilityTimeout": str(settings.visibility_timeout_s),
+            "RedrivePolicy": json.dumps(redrive),
+            "Policy": json.dumps(policy),
+        },
+    )
+    return url, arn
+
+
+async def ensure_topic(aws: Aws, settings: Settings, queue_arns: list[str]) -> str:
+    topic_arn = (await aws.sns.create_topic(Name=settings.topic))["TopicArn"]
+    subs = await aws.sns.list_subscriptions_by_topic(TopicArn=topic_arn)
+    existing = {s["Endpoint"] for s in subs.get("Subscriptions", [])}
+    for arn in queue_arns:
+        if arn not in existing:
+            await aws.sns.subscribe(
+                TopicArn=topic_arn,
+                Protocol="sqs",
+                Endpoint=arn,
+                Attributes={"RawMessageDelivery": "true"},
+            )
+    return topic_arn
+
+
+async def ensure_notifications(aws: Aws, settings: Settings, arns: dict[str, str]) -> None:
+    routes = {RAW: settings.filter_queue, FILTERED: settings.consolidator_queue,
+              CONSOLIDATED: settings.enricher_queue}  # fmt: skip
+    await aws.s3.put_bucket_notification_configuration(
+        Bucket=settings.bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "Id": f"{prefix}-to-{queue}",
+                    "QueueArn": arns[queue],
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": f"{prefix}/"}]}},
+                }
+                for prefix, queue in routes.items()
+            ]
+        },
+    )
+
+
+async def ensure_table(
+    aws: Aws,
+    name: str,
+    keys: list[KeySchemaElementTypeDef],
+    attributes: list[AttributeDefinitionTypeDef],
+    ttl_attribute: str | None = None,
+) -> None:
+    try:
+        await aws.dynamodb.create_table(
+            TableName=name,
+            KeySchema=keys,
+            AttributeDefinitions=attributes,
+            BillingMode="PAY_PER_REQUEST",
+        )
+    except ClientError as exc:
+        if _code(exc) != "ResourceInUseException":
+            raise
+    for _ in range(120):
+        desc = await aws.dynamodb.describe_table(TableName=name)
+        if desc["Table"]["TableStatus"] == "ACTIVE":
+            break
+        await asyncio.sleep(1)
+    if ttl_attribute:
+        try:
+            await aws.dynamodb.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl_attribute},
+            )
+        except ClientError as exc:
+            if _code(exc) != "ValidationException":  # already enabled
+                raise
+
+
+async def ensure_stream(aws: Aws, settings: Settings) -> None:
+    try:
+        await aws.kinesis.create_stream(
+            StreamName=settings.stream, ShardCount=settings.stream_shards
+        )
+    except ClientError as exc:
+        if _code(exc) != "ResourceInUseException":
+            raise
+    for _ in range(120):
+        desc = await aws.kinesis.describe_stream_summary(StreamName=settings.stream)
+        if desc["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+            return
+        await asyncio.sleep(1)
+    raise RuntimeError(f"stream {settings.stream} did not become active")
+
+
+def _upgrade(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def migrate(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+    finally:
+        await engine.dispose()
+
+
+async def provision(aws: Aws, settings: Settings) -> None:
+    await ensure_bucket(aws, settings)
+    arns: dict[str, str] = {}
+    for name in settings.queue_names():
+        _, arns[name] = await ensure_queue(aws, settings, name)
+    await ensure_topic(aws, settings, [arns[settings.realtime_queue], arns[settings.reports_queue]])
+    await ensure_notifications(aws, settings, arns)
+    await ensure_table(aws, settings.keys_table, [{"AttributeName": "key_hash", "KeyType": "HASH"}],
+                       [{"AttributeName": "key_hash", "AttributeType": "S"}])  # fmt: skip
+    await ensure_table(aws, settings.checkpoints_table, [{"AttributeName": "shard", "KeyType": "HASH"}],
+                       [{"AttributeName": "shard", "AttributeType": "S"}])  # fmt: skip
+    await ensure_table(
+        aws,
+        settings.realtime_table,
+        [{"AttributeName": "tenant_id", "KeyType": "HASH"},
+         {"AttributeName": "ticket_id", "KeyType": "RANGE"}],
+        [{"AttributeName": "tenant_id", "AttributeType": "S"},
+         {"AttributeName": "ticket_id", "AttributeType": "S"}],
+        ttl_attribute="expires_at",
+    )  # fmt: skip
+    await ensure_stream(aws, settings)
+    if settings.database_url:
+        await migrate(settings.database_url)

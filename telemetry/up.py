@@ -1,0 +1,158 @@
+"""`telemetry up`: the whole stack in the foreground, on embedded defaults.
+
+With neither `AWS_ENDPOINT_URL` nor `TELEMETRY_DATABASE_URL` set it starts
+moto in server mode and a PostgreSQL from the `pgserver` wheel (data kept in
+`.telemetry/pg`), provisions, creates a first API key and runs every service
+as a child process, restarting any that dies. Ctrl-C or SIGTERM stops it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from shared.settings import LOCAL_ENV_FILE, Settings
+from telemetry.cli import SERVICES
+from telemetry.commands import create_key, provision_command
+
+DATA_DIR = Path(".telemetry")
+STOP_GRACE_S = 20.0
+
+
+class StackError(RuntimeError):
+    """The local stack could not start."""
+
+
+def _wait_http(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise StackError(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+def start_moto(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_http(f"http://127.0.0.1:{port}/moto-api/", 30)
+    return proc
+
+
+def start_postgres(data_dir: Path) -> tuple[Any, str]:
+    import pgserver
+
+    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+    return server, str(server.get_uri())
+
+
+def embedded_env(moto_port: int, database_url: str) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "TELEMETRY_DATABASE_URL": database_url,
+    }
+
+
+def write_local_env(env: dict[str, str]) -> None:
+    LOCAL_ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
+    LOCAL_ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+
+
+class Supervisor:
+    """Runs the services as children and restarts any that exits early."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+
+    def start(self, name: str) -> None:
+        self.children[name] = subprocess.Popen(
+            [sys.executable, "-m", "telemetry.cli", name], env=self.env
+        )
+
+    def watch(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: setattr(self, "stopping", True))
+        while not self.stopping:
+            time.sleep(0.5)
+            for name, proc in list(self.children.items()):
+                if proc.poll() is not None and not self.stopping:
+                    print(f"telemetry: {name} exited with {proc.returncode}; restarting", flush=True)
+                    time.sleep(1)
+                    self.start(name)
+
+    def stop(self) -> None:
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in self.children.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def up() -> int:
+    settings = Settings()
+    if bool(settings.aws_endpoint_url) != bool(settings.database_url):
+        print("telemetry up: set both AWS_ENDPOINT_URL and TELEMETRY_DATABASE_URL, or neither")
+        return 2
+    moto: subprocess.Popen[bytes] | None = None
+    pg: Any = None
+    env = dict(os.environ)
+    supervisor: Supervisor | None = None
+    try:
+        if not settings.aws_endpoint_url:
+            port = int(os.environ.get("TELEMETRY_MOTO_PORT", "4566"))
+            print(f"telemetry: starting moto on 127.0.0.1:{port} and PostgreSQL in {DATA_DIR}/pg")
+            moto = start_moto(port)
+            pg, url = start_postgres(DATA_DIR / "pg")
+            local = embedded_env(port, url)
+            env.update(local)
+            write_local_env(local)
+        os.environ.update(env)
+        settings = Settings()
+        asyncio.run(provision_command(settings))
+        key = asyncio.run(create_key(settings, "demo", "ingest,read"))
+        supervisor = Supervisor(env)
+        for name in SERVICES:
+            supervisor.start(name)
+        base = f"http://{settings.host}"
+        print(
+            f"\ntelemetry is up\n"
+            f"  collector  {base}:{settings.collector_port}/v1/events\n"
+            f"  reports    {base}:{settings.report_port}/v1/tenants/demo/reports/summary\n"
+            f"  openapi    {base}:{settings.report_port}/docs\n"
+            f"  tenant     demo\n"
+            f"  api key    {key}\n"
+            f"Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        supervisor.watch()
+        return 0
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+        if moto is not None:
+            moto.terminate()
+            moto.wait(timeout=10)
+        if pg is not None:
+            pg.cleanup()
