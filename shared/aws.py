@@ -77,7 +77,7 @@ async def open_aws(settings: Settings) -> AsyncIterator[Aws]:
         clients: dict[str, Any] = {}
         for name in ("s3", "sqs", "sns", "kinesis", "dynamodb"):
             client = await stack.enter_async_context(
-                session.client(name, endpoint_url=settings.aws_endpoint_url, config=config)  # type: ignore[call-overload]
+                session.client(name, endpoint_url=settings.aws_endpoint_url, config=config)
             )
             client.meta.events.register("before-call.*.*", counter)
             clients[name] = client

@@ -35,9 +35,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
     )
 
 
-async def queue_worker(
-    sqs: SQSClient, settings: Settings, queue: str, handler: Handler
-) -> Worker:
+async def queue_worker(sqs: SQSClient, settings: Settings, queue: str, handler: Handler) -> Worker:
     url = (await sqs.get_queue_url(QueueName=queue))["QueueUrl"]
     dlq = (await sqs.get_queue_url(QueueName=queue + DLQ_SUFFIX))["QueueUrl"]
     return Worker(sqs, url, dlq, handler, worker_options(settings))
@@ -47,4 +45,3 @@ async def serve_http(app: FastAPI, host: str, port: int) -> None:
     """uvicorn handles SIGTERM/SIGINT itself and drains open requests."""
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
     await uvicorn.Server(config).serve()
-

@@ -95,9 +95,7 @@ class Worker:
         try:
             while not stop.is_set():
                 if len(self.tasks) >= self.options.concurrency:
-                    await asyncio.wait(
-                        {*self.tasks, stopping}, return_when=asyncio.FIRST_COMPLETED
-                    )
+                    await asyncio.wait({*self.tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 free = self.options.concurrency - len(self.tasks)
                 receive = asyncio.ensure_future(self._receive(min(10, free)))
@@ -193,4 +191,6 @@ class Worker:
                 "source_queue": {"DataType": "String", "StringValue": self.queue_url},
             },
         )
-        await self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        await self.sqs.delete_message(
+            QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
+        )

@@ -18,7 +18,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start the whole stack locally, in the foreground")
     sub.add_parser("provision", help="create every AWS resource and the schema (idempotent)")
-    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
     create = keys.add_parser("create", help="print a new API key (stored hashed)")
     create.add_argument("--tenant", required=True)
     create.add_argument("--scopes", default="ingest,read")

@@ -29,4 +29,6 @@ async def create_key(settings: Settings, tenant: str, scopes: str) -> str:
     if not TENANT_RE.match(tenant):
         raise UsageError(f"tenant must match {TENANT_RE.pattern}")
     async with open_aws(settings) as aws:
-        return await KeyStore(aws.dynamodb, settings.keys_table).create(tenant, parse_scopes(scopes))
+        return await KeyStore(aws.dynamodb, settings.keys_table).create(
+            tenant, parse_scopes(scopes)
+        )

@@ -193,19 +193,29 @@ async def provision(aws: Aws, settings: Settings) -> None:
         _, arns[name] = await ensure_queue(aws, settings, name)
     await ensure_topic(aws, settings, [arns[settings.realtime_queue], arns[settings.reports_queue]])
     await ensure_notifications(aws, settings, arns)
-    await ensure_table(aws, settings.keys_table, [{"AttributeName": "key_hash", "KeyType": "HASH"}],
-                       [{"AttributeName": "key_hash", "AttributeType": "S"}])  # fmt: skip
-    await ensure_table(aws, settings.checkpoints_table, [{"AttributeName": "shard", "KeyType": "HASH"}],
-                       [{"AttributeName": "shard", "AttributeType": "S"}])  # fmt: skip
+    for table, hash_key in (
+        (settings.keys_table, "key_hash"),
+        (settings.checkpoints_table, "shard"),
+    ):
+        await ensure_table(
+            aws,
+            table,
+            [{"AttributeName": hash_key, "KeyType": "HASH"}],
+            [{"AttributeName": hash_key, "AttributeType": "S"}],
+        )
     await ensure_table(
         aws,
         settings.realtime_table,
-        [{"AttributeName": "tenant_id", "KeyType": "HASH"},
-         {"AttributeName": "ticket_id", "KeyType": "RANGE"}],
-        [{"AttributeName": "tenant_id", "AttributeType": "S"},
-         {"AttributeName": "ticket_id", "AttributeType": "S"}],
+        [
+            {"AttributeName": "tenant_id", "KeyType": "HASH"},
+            {"AttributeName": "ticket_id", "KeyType": "RANGE"},
+        ],
+        [
+            {"AttributeName": "tenant_id", "AttributeType": "S"},
+            {"AttributeName": "ticket_id", "AttributeType": "S"},
+        ],
         ttl_attribute="expires_at",
-    )  # fmt: skip
+    )
     await ensure_stream(aws, settings)
     if settings.database_url:
         await migrate(settings.database_url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Iterator
@@ -93,11 +94,11 @@ async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
     keys = {t: await create_key(settings, t, "ingest,read") for t in tenants}
     url = args.collector or f"http://127.0.0.1:{settings.collector_port}"
     total = int(args.rate * args.duration)
-    out = Path(args.out).open("wb") if args.out else None
     stream = traffic(rng, tenants)
     sent = rejected = 0
     started = time.monotonic()
-    try:
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(Path(args.out).open("wb")) if args.out else None  # noqa: ASYNC230
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             with tqdm(total=total, unit="ev", desc="simulate") as bar:
                 while sent < total:
@@ -121,9 +122,6 @@ async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
                     ahead = sent / args.rate - (time.monotonic() - started)
                     if ahead > 0:
                         await asyncio.sleep(ahead)
-    finally:
-        if out:
-            out.close()
     print(f"sent {sent} events for tenants {', '.join(tenants)}; {rejected} rejected")
     for tenant, key in keys.items():
         print(f"  {tenant}: {key}")

@@ -54,7 +54,7 @@ def start_moto(port: int) -> subprocess.Popen[bytes]:
 def start_postgres(data_dir: Path) -> tuple[Any, str]:
     import pgserver
 
-    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")  # type: ignore[attr-defined]
     return server, str(server.get_uri())
 
 
@@ -93,7 +93,9 @@ class Supervisor:
             time.sleep(0.5)
             for name, proc in list(self.children.items()):
                 if proc.poll() is not None and not self.stopping:
-                    print(f"telemetry: {name} exited with {proc.returncode}; restarting", flush=True)
+                    print(
+                        f"telemetry: {name} exited with {proc.returncode}; restarting", flush=True
+                    )
                     time.sleep(1)
                     self.start(name)
 

@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column("last_agent_id", sa.Text),
         sa.Column("created_at", sa.DateTime(timezone=True)),
         sa.Column("closed_at", sa.DateTime(timezone=True)),
-        sa.Column("doc", sa.JSON, nullable=False)  # json keeps key order,
+        sa.Column("doc", sa.JSON, nullable=False),  # json, not jsonb: keeps key order
     )
     op.create_table(
         "ticket_measures",

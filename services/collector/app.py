@@ -38,7 +38,9 @@ def check_batch(body: bytes, api_key: ApiKey, now: datetime) -> tuple[list[bytes
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"body is not JSON: {exc}") from exc
     if not isinstance(events, list) or not 1 <= len(events) <= MAX_EVENTS:
-        raise ApiError(400, "invalid_batch", f"body must be a JSON array of 1 to {MAX_EVENTS} events")
+        raise ApiError(
+            400, "invalid_batch", f"body must be a JSON array of 1 to {MAX_EVENTS} events"
+        )
     accepted: list[bytes] = []
     rejected: list[Rejection] = []
     for i, raw in enumerate(events):

@@ -61,7 +61,9 @@ async def put_all(
                     raise StreamUnavailableError(str(exc)) from exc
             else:
                 results = resp["Records"]
-                pending = [r for r, res in zip(pending, results, strict=True) if res.get("ErrorCode")]
+                pending = [
+                    r for r, res in zip(pending, results, strict=True) if res.get("ErrorCode")
+                ]
                 if not pending:
                     break
             await asyncio.sleep(0.05 * 2**attempt)

@@ -54,4 +54,6 @@ async def handle(deps: ConsolidatorDeps, key: str) -> None:
         *(store.merge(tenant, b, batch, bucket_lines) for b, bucket_lines in by_bucket.items())
     )
     out = sorted(set().union(*merged))
-    await put_bytes(store.s3, store.bucket, stage_key(CONSOLIDATED, tenant, batch), encode_lines(out))
+    await put_bytes(
+        store.s3, store.bucket, stage_key(CONSOLIDATED, tenant, batch), encode_lines(out)
+    )

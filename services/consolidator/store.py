@@ -34,10 +34,14 @@ class TicketStore:
     bucket: str
     compact_after: int
 
-    async def merge(self, tenant: str, bucket: int, batch: str, lines: list[EventLine]) -> set[EventLine]:
+    async def merge(
+        self, tenant: str, bucket: int, batch: str, lines: list[EventLine]
+    ) -> set[EventLine]:
         """Add `lines` to the bucket and return every line of the tickets they touch."""
         prefix = store_prefix(tenant, bucket)
-        await put_bytes(self.s3, self.bucket, f"{prefix}d-{batch}.lines.gz", encode_lines(sorted(lines)))
+        await put_bytes(
+            self.s3, self.bucket, f"{prefix}d-{batch}.lines.gz", encode_lines(sorted(lines))
+        )
         wanted = {token for token, _ in lines}
         for _ in range(READ_ATTEMPTS):
             keys = await list_keys(self.s3, self.bucket, prefix)
@@ -56,6 +60,9 @@ class TicketStore:
 
     async def _compact(self, prefix: str, keys: list[str], lines: set[EventLine]) -> None:
         await put_bytes(
-            self.s3, self.bucket, f"{prefix}c-{new_batch_id()}.lines.gz", encode_lines(sorted(lines))
+            self.s3,
+            self.bucket,
+            f"{prefix}c-{new_batch_id()}.lines.gz",
+            encode_lines(sorted(lines)),
         )
         await delete_keys(self.s3, self.bucket, keys)

@@ -16,5 +16,7 @@ async def run(settings: Settings) -> None:
         deps = EnricherDeps(
             s3=aws.s3, sns=aws.sns, bucket=settings.bucket, topic_arn=topic["TopicArn"]
         )
-        worker = await queue_worker(aws.sqs, settings, settings.enricher_queue, partial(handle, deps))
+        worker = await queue_worker(
+            aws.sqs, settings, settings.enricher_queue, partial(handle, deps)
+        )
         await worker.run(stop)

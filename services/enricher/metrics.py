@@ -129,10 +129,22 @@ class TicketResult:
         if self.created_at is None:
             nulls = dict.fromkeys(
                 [
-                    "created_at", "closed_at", "channel", "first_group_id", "last_group_id",
-                    "last_agent_id", "first_assigned_at", "wait_time_ms", "abandoned",
-                    "abandon_time_ms", "queue_time_ms", "first_response_time_ms",
-                    "handle_time_ms", "resolution_time_ms", "avg_reply_time_ms", "replies",
+                    "created_at",
+                    "closed_at",
+                    "channel",
+                    "first_group_id",
+                    "last_group_id",
+                    "last_agent_id",
+                    "first_assigned_at",
+                    "wait_time_ms",
+                    "abandoned",
+                    "abandon_time_ms",
+                    "queue_time_ms",
+                    "first_response_time_ms",
+                    "handle_time_ms",
+                    "resolution_time_ms",
+                    "avg_reply_time_ms",
+                    "replies",
                     "agents_involved",
                 ]
             )
@@ -269,6 +281,9 @@ class _Walk:
                     self._leave_group(t, transferred=True)
                     self._enter_group(to_group, t)
             self.assign(to_agent, t)
+            stint = self._stint()
+            if stint is not None:
+                stint.answered = True  # held by an agent from its first instant
             return
         assert to_group is not None
         if r.status == "assigned":

@@ -52,7 +52,9 @@ def split_events(
                 raise InvalidEventError("tenant_mismatch", "event of another tenant")
             kept.add((ticket_token(event["ticket_id"]), canonical(event)))
         except orjson.JSONDecodeError as exc:
-            refused.append({"reason": f"invalid_json: {exc}", "line": line.decode(errors="replace")})
+            refused.append(
+                {"reason": f"invalid_json: {exc}", "line": line.decode(errors="replace")}
+            )
         except InvalidEventError as exc:
             refused.append({"reason": f"{exc.code}: {exc.message}", "line": line.decode()})
     return sorted(kept), refused
@@ -82,4 +84,6 @@ async def handle(deps: FilterDeps, key: str) -> None:
             deps.s3, deps.bucket, stage_key(QUARANTINE, tenant, batch), encode_ndjson(refused)
         )
     if kept:
-        await put_bytes(deps.s3, deps.bucket, stage_key(FILTERED, tenant, batch), encode_lines(kept))
+        await put_bytes(
+            deps.s3, deps.bucket, stage_key(FILTERED, tenant, batch), encode_lines(kept)
+        )

@@ -19,12 +19,19 @@ async def run(settings: Settings) -> None:
     try:
         async with open_aws(settings) as aws:
             rt = realtime.RealtimeLoaderDeps(
-                s3=aws.s3, dynamodb=aws.dynamodb, bucket=settings.bucket, table=settings.realtime_table
+                s3=aws.s3,
+                dynamodb=aws.dynamodb,
+                bucket=settings.bucket,
+                table=settings.realtime_table,
             )
             rp = reports.ReportLoaderDeps(s3=aws.s3, bucket=settings.bucket, engine=engine)
             workers = [
-                await queue_worker(aws.sqs, settings, settings.realtime_queue, partial(realtime.handle, rt)),
-                await queue_worker(aws.sqs, settings, settings.reports_queue, partial(reports.handle, rp)),
+                await queue_worker(
+                    aws.sqs, settings, settings.realtime_queue, partial(realtime.handle, rt)
+                ),
+                await queue_worker(
+                    aws.sqs, settings, settings.reports_queue, partial(reports.handle, rp)
+                ),
             ]
             await asyncio.gather(*(w.run(stop) for w in workers))
     finally:

@@ -102,11 +102,15 @@ async def load_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> in
     if not records:
         return 0
     records = sorted(records, key=lambda r: (r["tenant_id"], r["ticket_id"]))  # lock order
-    stmt = pg_insert(tickets).values([ticket_row(r) for r in records])
-    stmt = stmt.on_conflict_do_update(
+    insert_stmt = pg_insert(tickets).values([ticket_row(r) for r in records])
+    stmt = insert_stmt.on_conflict_do_update(
         index_elements=[tickets.c.tenant_id, tickets.c.ticket_id],
-        set_={c: stmt.excluded[c] for c in ticket_row(records[0]) if c not in ("tenant_id", "ticket_id")},
-        where=tickets.c.version < stmt.excluded.version,
+        set_={
+            c: insert_stmt.excluded[c]
+            for c in ticket_row(records[0])
+            if c not in ("tenant_id", "ticket_id")
+        },
+        where=tickets.c.version < insert_stmt.excluded.version,
     ).returning(tickets.c.tenant_id, tickets.c.ticket_id)
     async with engine.begin() as conn:
         changed = {(row.tenant_id, row.ticket_id) for row in await conn.execute(stmt)}

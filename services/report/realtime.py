@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
 
-def _value(attr: dict[str, Any]) -> Any:
+def _value(attr: Mapping[str, Any]) -> Any:
     if "N" in attr:
         return int(attr["N"])
     if "BOOL" in attr:
@@ -61,9 +62,7 @@ def realtime_view(items: list[dict[str, Any]], start: int, end: int) -> dict[str
         "waiting_now": {"total": len(waiting), "by_group": dict(sorted(by_group.items()))},
         "assigned_now": {"total": len(assigned), "by_agent": dict(sorted(by_agent.items()))},
         "oldest_waiting_since": format_ms(min(since)) if since else None,
-        "wait_time": stats(
-            [i["wait_time_ms"] for i in items if today(i.get("first_assigned_at"))]
-        ),
+        "wait_time": stats([i["wait_time_ms"] for i in items if today(i.get("first_assigned_at"))]),
         "first_response_time": stats(
             [i["first_response_time_ms"] for i in items if today(i.get("first_response_at"))]
         ),

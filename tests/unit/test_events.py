@@ -266,7 +266,7 @@ def test_tenant_not_matching_the_pattern_is_rejected(tenant: str) -> None:
 
 
 def test_empty_tenant_is_rejected() -> None:
-    assert rejected(ev("ticket_closed", tenant_id="")) in {"invalid_length", "invalid_value"}
+    assert rejected(ev("ticket_closed", tenant_id="")) == "invalid_length"
 
 
 # -- timestamps --------------------------------------------------------------
@@ -309,16 +309,14 @@ def test_occurred_at_is_normalised_to_utc_milliseconds(given: str, normalised: s
         " 2026-11-27T03:15:41Z",
         "2026-11-27T03:15:41.\u0661\u0662\u0663Z",
         "1764213341123",
-        "",
     ],
 )
 def test_timestamp_without_offset_or_malformed_is_rejected(value: str) -> None:
-    assert rejected(ev("ticket_closed", occurred_at=value)) in {
-        "invalid_timestamp",
-        "invalid_length",
-    }
-    if value:
-        assert rejected(ev("ticket_closed", occurred_at=value)) == "invalid_timestamp"
+    assert rejected(ev("ticket_closed", occurred_at=value)) == "invalid_timestamp"
+
+
+def test_empty_timestamp_is_rejected() -> None:
+    assert rejected(ev("ticket_closed", occurred_at="")) == "invalid_length"
 
 
 def test_parse_timestamp_truncates_to_the_millisecond_in_utc() -> None:

@@ -404,10 +404,10 @@ def test_transfer_to_the_holding_agent_keeps_the_handle_interval() -> None:
     assert m["agents_involved"] == 1
     assert m["last_group_id"] == "g2"
     assert astints(r) == [("a1", ms("10:01"), ms("10:10"), 540_000, 0)]
-    # The group still moves; nobody "took" the ticket from g2 (doubtful, see report).
+    # The group moves with its agent: the g2 stint is answered from its first instant.
     assert gstints(r) == [
         ("g1", ms("10:00"), ms("10:05"), 60_000, True, False, True),
-        ("g2", ms("10:05"), ms("10:10"), 0, False, False, False),
+        ("g2", ms("10:05"), ms("10:10"), 0, True, False, False),
     ]
 
 

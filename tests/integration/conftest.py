@@ -1,0 +1,171 @@
+"""The real local stack for integration tests: a moto server over HTTP, a real
+PostgreSQL (pgserver, or TELEMETRY_TEST_DATABASE_URL) and the services as
+processes. No in-process mocks of AWS or the database."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.aws import Aws, open_aws
+from shared.settings import Settings
+from telemetry.cli import SERVICES
+from telemetry.commands import create_key, provision_command
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/moto-api/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("TELEMETRY_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    import pgserver
+
+    server = pgserver.get_server(str(tmp_path_factory.mktemp("pg")), cleanup_mode="stop")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def stack_env(
+    moto_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """Environment of every process: fast buffers so tests see results quickly."""
+    env = {
+        "AWS_ENDPOINT_URL": moto_url,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "TELEMETRY_DATABASE_URL": database_url,
+        "TELEMETRY_COLLECTOR_PORT": str(free_port()),
+        "TELEMETRY_REPORT_PORT": str(free_port()),
+        "TELEMETRY_BUFFER_MAX_AGE_S": "1",
+        "TELEMETRY_DUMPER_IDLE_POLL_S": "0.2",
+        "TELEMETRY_WORKER_WAIT_S": "1",
+        "TELEMETRY_VISIBILITY_TIMEOUT_S": "10",
+        "TELEMETRY_MAX_RECEIVES": "3",
+        "TELEMETRY_DRAIN_TIMEOUT_S": "5",
+        "TELEMETRY_COMPACT_AFTER": "4",
+    }
+    return env
+
+
+@pytest.fixture(scope="session")
+def settings(stack_env: dict[str, str]) -> Settings:
+    fields = {
+        (k.removeprefix("TELEMETRY_").lower() if k.startswith("TELEMETRY_") else k): v
+        for k, v in stack_env.items()
+    }
+    return Settings(**fields)
+
+
+@pytest.fixture(scope="session")
+async def provisioned(settings: Settings) -> Settings:
+    await provision_command(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def aws(provisioned: Settings) -> AsyncIterator[Aws]:
+    async with open_aws(provisioned) as clients:
+        yield clients
+
+
+@pytest.fixture(scope="session")
+def services(
+    provisioned: Settings, stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """Every service as its own process, as `telemetry up` runs them."""
+    logs = tmp_path_factory.mktemp("logs")
+    env = {**os.environ, **stack_env}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    files: list[Any] = []
+    for name in SERVICES:
+        log = (logs / f"{name}.log").open("wb")
+        files.append(log)
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "telemetry.cli", name], env=env, stdout=log, stderr=log
+        )
+    urls = {
+        "collector": f"http://127.0.0.1:{stack_env['TELEMETRY_COLLECTOR_PORT']}",
+        "report": f"http://127.0.0.1:{stack_env['TELEMETRY_REPORT_PORT']}",
+    }
+    try:
+        wait_http(urls["collector"] + "/readyz")
+        wait_http(urls["report"] + "/healthz")
+        yield urls
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for name, proc in procs.items():
+            try:
+                code = proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+            print(f"{name} exited {code}; log: {Path(logs, name + '.log')}")
+        for f in files:
+            f.close()
+
+
+@pytest.fixture(scope="session")
+def new_key(provisioned: Settings) -> Callable[..., Awaitable[str]]:
+    """A key for a fresh tenant, so that tests never see each other's data."""
+
+    async def make(tenant: str, scopes: str = "ingest,read") -> str:
+        return await create_key(provisioned, tenant, scopes)
+
+    return make
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        yield client

@@ -1,0 +1,35 @@
+"""Polling and event builders for the end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout_s: float = 30
+) -> T:
+    """Poll `probe` until `done` holds; fail with the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if done(last):
+            return last
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"condition not met within {timeout_s} s; last value: {last!r}")
+
+
+def event(tenant: str, ticket: str, eid: str, etype: str, at: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "event_id": eid,
+        "tenant_id": tenant,
+        "ticket_id": ticket,
+        "type": etype,
+        "occurred_at": at,
+        **fields,
+    }

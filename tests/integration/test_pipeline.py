@@ -1,0 +1,190 @@
+"""End to end: events posted to the collector come out as exact metrics."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+
+from shared.events import format_ms, to_ms
+from tests.integration.helpers import event, eventually
+
+KeyMaker = Callable[..., Awaitable[str]]
+
+
+def at(base: int, seconds: float) -> str:
+    return format_ms(base + int(seconds * 1000))
+
+
+def recent_base() -> int:
+    """A start 12 minutes ago, whole seconds, so the whole story is in the past."""
+    return to_ms(datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=12))
+
+
+def story(tenant: str, ticket: str, b: int) -> list[dict[str, Any]]:
+    """A ticket with a transfer; its metrics are computed by hand in the test."""
+
+    def e(n: int, etype: str, s: float, **f: Any) -> dict[str, Any]:
+        return event(tenant, ticket, f"{ticket}-{n}", etype, at(b, s), **f)
+
+    return [
+        e(1, "ticket_created", 0, channel="whatsapp", group_id="g1"),
+        e(2, "message_sent", 10, sender="customer"),
+        e(3, "message_sent", 11, sender="bot"),
+        e(4, "ticket_assigned", 120, agent_id="a1"),
+        e(5, "message_sent", 180, sender="agent", agent_id="a1"),
+        e(6, "message_sent", 240, sender="customer"),
+        e(7, "message_sent", 270, sender="customer"),
+        e(8, "message_sent", 300, sender="agent", agent_id="a1"),
+        e(9, "ticket_transferred", 360, to_group_id="g2"),
+        e(10, "ticket_assigned", 420, agent_id="a2"),
+        e(11, "message_sent", 480, sender="agent", agent_id="a2"),
+        e(12, "ticket_closed", 540, closed_by="agent"),
+    ]
+
+
+async def post(http: httpx.AsyncClient, url: str, key: str, events: list[Any]) -> dict[str, Any]:
+    resp = await http.post(
+        url + "/v1/events",
+        content=orjson.dumps(events),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    assert resp.status_code == 202, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+async def get_ticket(
+    http: httpx.AsyncClient, url: str, key: str, tenant: str, ticket: str
+) -> dict[str, Any] | None:
+    resp = await http.get(
+        f"{url}/v1/tenants/{tenant}/tickets/{ticket}", headers={"Authorization": f"Bearer {key}"}
+    )
+    if resp.status_code == 404:
+        return None
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+async def test_ticket_metrics_end_to_end(
+    services: dict[str, str], new_key: KeyMaker, http: httpx.AsyncClient
+) -> None:
+    tenant, ticket = "e2e-metrics", "T-1"
+    key = await new_key(tenant)
+    b = recent_base()
+    events = story(tenant, ticket, b)
+    shuffled = events + random.sample(events, 4)  # duplicates
+    random.Random(7).shuffle(shuffled)
+    bad = event("someone-else", ticket, "x-1", "ticket_closed", at(b, 1))
+    first = await post(http, services["collector"], key, [*shuffled[:8], bad])
+    assert first["accepted"] == 8
+    assert [(r["index"], r["code"]) for r in first["rejected"]] == [(8, "tenant_mismatch")]
+    second = await post(http, services["collector"], key, shuffled[8:])
+    assert second["accepted"] == len(shuffled) - 8
+
+    doc = await eventually(
+        lambda: get_ticket(http, services["report"], key, tenant, ticket),
+        lambda d: d is not None and len(d["events"]) == 12,
+    )
+    assert doc is not None
+    assert doc["metrics"] == {
+        "created_at": at(b, 0),
+        "closed_at": at(b, 540),
+        "status": "closed",
+        "channel": "whatsapp",
+        "first_group_id": "g1",
+        "last_group_id": "g2",
+        "last_agent_id": "a2",
+        "first_assigned_at": at(b, 120),
+        "wait_time_ms": 120_000,
+        "abandoned": False,
+        "abandon_time_ms": None,
+        "queue_time_ms": 180_000,
+        "first_response_time_ms": 180_000,
+        "handle_time_ms": 360_000,
+        "resolution_time_ms": 540_000,
+        "transfers": 1,
+        "customer_messages": 3,
+        "agent_messages": 3,
+        "bot_messages": 1,
+        "avg_reply_time_ms": 115_000,
+        "replies": 2,
+        "agents_involved": 2,
+    }
+    assert [e["event_id"] for e in doc["events"]] == [e["event_id"] for e in events]
+    assert [(s["group_id"], s["queue_time_ms"], s["answered"]) for s in doc["group_stints"]] == [
+        ("g1", 120_000, True),
+        ("g2", 60_000, True),
+    ]
+    assert [(s["agent_id"], s["handle_time_ms"], s["messages"]) for s in doc["agent_stints"]] == [
+        ("a1", 240_000, 2),
+        ("a2", 120_000, 1),
+    ]
+
+    day = datetime.fromtimestamp(b / 1000, UTC).date().isoformat()
+    resp = await http.get(
+        f"{services['report']}/v1/tenants/{tenant}/reports/summary",
+        params={"from": day, "to": day},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    summary = resp.json()
+    assert summary["tickets_created"] == 1
+    assert summary["tickets_closed"] == 1
+    assert summary["transfers"] == 1
+    assert (summary["customer_messages"], summary["agent_messages"]) == (3, 3)
+    assert summary["wait_time"] == {
+        "count": 1, "avg_ms": 120_000, "p50_ms": 120_000, "p90_ms": 120_000, "p95_ms": 120_000
+    }  # fmt: skip
+    assert summary["avg_reply_time"]["count"] == 2
+    assert summary["avg_reply_time"]["avg_ms"] == 115_000
+    assert summary["service_level"] == 0.0  # first response after 180 s > 60 s
+
+    realtime = (
+        await http.get(
+            f"{services['report']}/v1/tenants/{tenant}/realtime",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    ).json()
+    if day == datetime.now(UTC).date().isoformat():
+        assert realtime["tickets_closed"] == 1
+        assert realtime["wait_time"]["count"] == 1
+    assert realtime["waiting_now"] == {"total": 0, "by_group": {}}
+
+
+async def test_late_close_replaces_the_open_ticket(
+    services: dict[str, str], new_key: KeyMaker, http: httpx.AsyncClient
+) -> None:
+    tenant, ticket = "e2e-late", "T-late"
+    key = await new_key(tenant)
+    b = recent_base()
+    events = [
+        event(tenant, ticket, "l1", "ticket_created", at(b, 0), channel="webchat", group_id="g"),
+        event(tenant, ticket, "l2", "ticket_assigned", at(b, 30), agent_id="ann"),
+    ]
+    await post(http, services["collector"], key, events)
+    rt_url = f"{services['report']}/v1/tenants/{tenant}/realtime"
+    headers = {"Authorization": f"Bearer {key}"}
+
+    async def realtime() -> dict[str, Any]:
+        body: dict[str, Any] = (await http.get(rt_url, headers=headers)).json()
+        return body
+
+    now = await eventually(realtime, lambda r: r["assigned_now"]["total"] == 1)
+    assert now["assigned_now"]["by_agent"] == {"ann": 1}
+
+    close = event(tenant, ticket, "l3", "ticket_closed", at(b, 90))
+    await post(http, services["collector"], key, [close])
+    doc = await eventually(
+        lambda: get_ticket(http, services["report"], key, tenant, ticket),
+        lambda d: d is not None and d["metrics"]["status"] == "closed",
+    )
+    assert doc is not None
+    assert doc["metrics"]["handle_time_ms"] == 60_000
+    assert doc["metrics"]["resolution_time_ms"] == 90_000
+    after = await eventually(realtime, lambda r: r["assigned_now"]["total"] == 0)
+    assert after["assigned_now"] == {"total": 0, "by_agent": {}}
