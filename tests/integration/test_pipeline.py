@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,11 @@ from typing import Any
 import httpx
 import orjson
 
+from shared.aws import Aws
 from shared.events import format_ms, to_ms
+from shared.layout import QUARANTINE, decode_ndjson_lines, new_batch_id, raw_key, stage_key
+from shared.objects import get_bytes
+from shared.settings import Settings
 from tests.integration.helpers import event, eventually
 
 KeyMaker = Callable[..., Awaitable[str]]
@@ -188,3 +193,92 @@ async def test_late_close_replaces_the_open_ticket(
     assert doc["metrics"]["resolution_time_ms"] == 90_000
     after = await eventually(realtime, lambda r: r["assigned_now"]["total"] == 0)
     assert after["assigned_now"] == {"total": 0, "by_agent": {}}
+
+
+async def test_filter_quarantines_bad_lines_and_keeps_the_good(
+    services: dict[str, str],
+    new_key: KeyMaker,
+    http: httpx.AsyncClient,
+    aws: Aws,
+    settings: Settings,
+) -> None:
+    """Events that fail after the collector are kept with the reason, never block others."""
+    tenant = "e2e-quarantine"
+    key = await new_key(tenant)
+    b = recent_base()
+    good = event(tenant, "T-q", "q1", "message_sent", at(b, 0), sender="customer")
+    lines = [
+        orjson.dumps(good),
+        b"{not json",
+        orjson.dumps({**good, "event_id": "q2", "colour": "red"}),
+        orjson.dumps({**good, "event_id": "q3", "tenant_id": "another"}),
+    ]
+    batch = new_batch_id()
+    await aws.s3.put_object(
+        Bucket=settings.bucket, Key=raw_key(tenant, batch), Body=gzip.compress(b"\n".join(lines))
+    )
+    doc = await eventually(
+        lambda: get_ticket(http, services["report"], key, tenant, "T-q"), lambda d: d is not None
+    )
+    assert doc is not None
+    assert doc["metrics"]["status"] == "partial"
+    assert doc["metrics"]["customer_messages"] == 1
+    data = await get_bytes(aws.s3, settings.bucket, stage_key(QUARANTINE, tenant, batch))
+    reasons = [orjson.loads(line)["reason"].split(":")[0] for line in decode_ndjson_lines(data)]
+    assert reasons == ["invalid_json", "unknown_field", "tenant_mismatch"]
+
+
+async def test_poison_message_goes_to_the_dead_letter_queue_with_its_reason(
+    services: dict[str, str], aws: Aws, settings: Settings
+) -> None:
+    queue = (await aws.sqs.get_queue_url(QueueName=settings.filter_queue))["QueueUrl"]
+    dlq = (await aws.sqs.get_queue_url(QueueName=settings.filter_queue + "-dlq"))["QueueUrl"]
+    await aws.sqs.send_message(QueueUrl=queue, MessageBody='{"keys": ["no/such key"]}')
+
+    async def receive() -> list[Any]:
+        resp = await aws.sqs.receive_message(
+            QueueUrl=dlq, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+            MessageAttributeNames=["All"],
+        )  # fmt: skip
+        return list(resp.get("Messages", []))
+
+    messages = await eventually(receive, lambda m: len(m) > 0)
+    assert messages[0]["Body"] == '{"keys": ["no/such key"]}'
+    assert messages[0]["MessageAttributes"]["reason"]["StringValue"].startswith("poison:")
+
+
+async def test_api_errors_follow_the_contract(
+    services: dict[str, str], new_key: KeyMaker, http: httpx.AsyncClient
+) -> None:
+    reader = await new_key("e2e-auth", "read")
+    ingester = await new_key("e2e-auth", "ingest")
+    report, collector = services["report"], services["collector"]
+    base = f"{report}/v1/tenants/e2e-auth"
+    params = {"from": "2026-01-02", "to": "2026-01-01"}
+
+    async def status(method: str, url: str, key: str | None, **kw: Any) -> tuple[int, str]:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        resp = await http.request(method, url, headers=headers, **kw)
+        return resp.status_code, resp.json()["error"]["code"]
+
+    assert await status("GET", f"{base}/realtime", None) == (401, "unauthorized")
+    assert await status("GET", f"{base}/realtime", "tlm_unknown") == (401, "unauthorized")
+    assert await status("GET", f"{base}/realtime", ingester) == (403, "forbidden")
+    assert await status("GET", f"{report}/v1/tenants/acme/realtime", reader) == (403, "forbidden")
+    assert await status("GET", f"{base}/reports/summary", reader, params=params) == (
+        400,
+        "invalid_range",
+    )
+    bad_tz = {"from": "2026-01-01", "to": "2026-01-01", "tz": "Mars/Olympus"}
+    assert await status("GET", f"{base}/reports/summary", reader, params=bad_tz) == (
+        400,
+        "invalid_tz",
+    )
+    assert await status("GET", f"{base}/reports/summary", reader) == (400, "invalid_request")
+    assert await status("GET", f"{base}/tickets/nope", reader) == (404, "not_found")
+    events_url = f"{collector}/v1/events"
+    assert await status("POST", events_url, reader, content=b"[]") == (403, "forbidden")
+    assert await status("POST", events_url, ingester, content=b"[]") == (400, "invalid_batch")
+    assert await status("POST", events_url, ingester, content=b"{") == (400, "invalid_json")
+    too_big = b"[" + b" " * (1024 * 1024) + b"]"
+    assert await status("POST", events_url, ingester, content=too_big) == (413, "too_large")
