@@ -54,6 +54,7 @@ def start_moto(port: int) -> subprocess.Popen[bytes]:
 def start_postgres(data_dir: Path) -> tuple[Any, str]:
     import pgserver
 
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(str(data_dir), cleanup_mode="stop")  # type: ignore[attr-defined]
     return server, str(server.get_uri())
 
