@@ -14,7 +14,7 @@ import contextlib
 import random
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +31,27 @@ CHANNELS = ("whatsapp", "whatsapp", "webchat", "email", "other")
 
 
 def ticket_life(rng: random.Random, tenant: str, n: int, end: datetime) -> list[dict[str, Any]]:
-    """One ticket's events, all in the past of `end`."""
+    """One ticket's events, the last of them a few seconds before `end`."""
+    events = _life(rng, tenant, n)
+    shift = to_ms(end) - rng.randint(1_000, 5_000) - max(e["occurred_at"] for e in events)
+    for e in events:
+        e["occurred_at"] = format_ms(e["occurred_at"] + shift)
+    return events
+
+
+def _life(rng: random.Random, tenant: str, n: int) -> list[dict[str, Any]]:
+    """Events with relative times (ms) in `occurred_at`, made absolute by the caller."""
     ticket = f"t-{n:08d}-{rng.randrange(16**6):06x}"
     groups = ["sales", "support", "billing"]
     group = rng.choice(groups)
-    t = to_ms(end - timedelta(seconds=rng.uniform(300, 900)))
+    t = 0
     seq = 0
 
     def ev(etype: str, **fields: Any) -> dict[str, Any]:
         nonlocal seq
         seq += 1
         return {"event_id": f"{ticket}-{seq}", "tenant_id": tenant, "ticket_id": ticket,
-                "type": etype, "occurred_at": format_ms(t), **fields}  # fmt: skip
+                "type": etype, "occurred_at": t, **fields}  # fmt: skip
 
     events = [ev("ticket_created", channel=rng.choice(CHANNELS), group_id=group)]
     t += rng.randint(200, 2_000)

@@ -6,7 +6,7 @@ import csv
 import io
 import math
 from collections.abc import Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -51,12 +51,12 @@ def parse_date(value: str, name: str) -> date:
 
 
 def day_range(start: date, end: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    """[midnight of `start`, midnight after `end`) in `tz`, as aware datetimes."""
+    """[midnight of `start`, midnight after `end`) in `tz`, as UTC instants."""
     if start > end:
         raise ApiError(400, "invalid_range", "from is after to")
     return (
-        datetime.combine(start, time(), tzinfo=tz),
-        datetime.combine(end + timedelta(days=1), time(), tzinfo=tz),
+        datetime.combine(start, time(), tzinfo=tz).astimezone(UTC),
+        datetime.combine(end + timedelta(days=1), time(), tzinfo=tz).astimezone(UTC),
     )
 
 
