@@ -1,13 +1,15 @@
 """Consolidator: merge a filtered batch into the ticket store, emit full event sets.
 
 The output names every variant of every event of each touched ticket; the
-enricher dedupes them. It is named after the batch, so a redelivery rewrites
-it (with a superset of events, never fewer).
+enricher dedupes them. Unlike every other stage output, its name is unique per
+attempt: a slow attempt that listed the store early must never overwrite the
+view of a later attempt that saw more (see docs/design.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -55,5 +57,8 @@ async def handle(deps: ConsolidatorDeps, key: str) -> None:
     )
     out = sorted(set().union(*merged))
     await put_bytes(
-        store.s3, store.bucket, stage_key(CONSOLIDATED, tenant, batch), encode_lines(out)
+        store.s3,
+        store.bucket,
+        stage_key(CONSOLIDATED, tenant, f"{batch}-{uuid.uuid4().hex[:8]}"),
+        encode_lines(out),
     )
