@@ -97,13 +97,17 @@ def stack_env(
     return env
 
 
-@pytest.fixture(scope="session")
-def settings(stack_env: dict[str, str]) -> Settings:
+def settings_of(env: dict[str, str]) -> Settings:
     fields = {
         (k.removeprefix("TELEMETRY_").lower() if k.startswith("TELEMETRY_") else k): v
-        for k, v in stack_env.items()
+        for k, v in env.items()
     }
     return Settings(**fields)
+
+
+@pytest.fixture(scope="session")
+def settings(stack_env: dict[str, str]) -> Settings:
+    return settings_of(stack_env)
 
 
 @pytest.fixture(scope="session")
@@ -118,41 +122,67 @@ async def aws(provisioned: Settings) -> AsyncIterator[Aws]:
         yield clients
 
 
+class ServiceProcesses:
+    """Services as processes, as `telemetry up` runs them; any can be killed and restarted."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = {**os.environ, **env}
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.files: list[Any] = []
+        self.urls = {
+            "collector": f"http://127.0.0.1:{env['TELEMETRY_COLLECTOR_PORT']}",
+            "report": f"http://127.0.0.1:{env['TELEMETRY_REPORT_PORT']}",
+        }
+
+    def start(self, service: str, instance: int = 0) -> None:
+        log = (self.logs / f"{service}-{instance}.log").open("ab")
+        self.files.append(log)
+        self.procs[f"{service}-{instance}"] = subprocess.Popen(
+            [sys.executable, "-m", "telemetry.cli", service], env=self.env, stdout=log, stderr=log
+        )
+
+    def kill(self, service: str, instance: int = 0) -> None:
+        """SIGKILL: a crash, with whatever the process had in flight."""
+        proc = self.procs[f"{service}-{instance}"]
+        proc.kill()
+        proc.wait()
+
+    def wait_ready(self) -> None:
+        wait_http(self.urls["collector"] + "/readyz")
+        wait_http(self.urls["report"] + "/healthz")
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM everything; the exit codes show whether each drained cleanly."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        codes = {}
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait()
+        for f in self.files:
+            f.close()
+        return codes
+
+
 @pytest.fixture(scope="session")
 def services(
     provisioned: Settings, stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
-    """Every service as its own process, as `telemetry up` runs them."""
-    logs = tmp_path_factory.mktemp("logs")
-    env = {**os.environ, **stack_env}
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    files: list[Any] = []
+    """One process of each service."""
+    group = ServiceProcesses(stack_env, tmp_path_factory.mktemp("logs"))
     for name in SERVICES:
-        log = (logs / f"{name}.log").open("wb")
-        files.append(log)
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "telemetry.cli", name], env=env, stdout=log, stderr=log
-        )
-    urls = {
-        "collector": f"http://127.0.0.1:{stack_env['TELEMETRY_COLLECTOR_PORT']}",
-        "report": f"http://127.0.0.1:{stack_env['TELEMETRY_REPORT_PORT']}",
-    }
+        group.start(name)
     try:
-        wait_http(urls["collector"] + "/readyz")
-        wait_http(urls["report"] + "/healthz")
-        yield urls
+        group.wait_ready()
+        yield group.urls
     finally:
-        for proc in procs.values():
-            proc.terminate()
-        for name, proc in procs.items():
-            try:
-                code = proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.wait()
-            print(f"{name} exited {code}; log: {Path(logs, name + '.log')}")
-        for f in files:
-            f.close()
+        codes = group.stop()
+        print(f"service exit codes: {codes}; logs in {group.logs}")
 
 
 @pytest.fixture(scope="session")
