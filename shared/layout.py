@@ -2,7 +2,9 @@
 
 Every key starts with `<stage>/<tenant>/`, so no key of one tenant can name
 another tenant's data. Objects are gzip; their names are derived from the
-batch they come from, so a retried stage rewrites the same key.
+batch they come from, so a retried stage rewrites the same key, except
+`consolidated/` (and so `enriched/`), named `<batch>~<attempt>`: their content
+depends on when the store was listed, so no attempt may overwrite another.
 
 - `raw/`: NDJSON, one event per line, as the collector accepted it.
 - `filtered/`, `store/`, `consolidated/`: *event lines*,
@@ -31,6 +33,7 @@ QUARANTINE = "quarantine"
 STORE = "store"
 CONSOLIDATED = "consolidated"
 ENRICHED = "enriched"
+ATTEMPT_SEP = "~"
 
 
 class BadKeyError(ValueError):
@@ -40,6 +43,15 @@ class BadKeyError(ValueError):
 def new_batch_id() -> str:
     """Time-ordered and unique across processes."""
     return f"{time.time_ns() // 1_000_000:013d}-{uuid.uuid4().hex[:12]}"
+
+
+def attempt_name(batch: str) -> str:
+    return f"{batch}{ATTEMPT_SEP}{uuid.uuid4().hex[:8]}"
+
+
+def batch_of(name: str) -> str:
+    """The batch an attempt name comes from."""
+    return name.split(ATTEMPT_SEP, 1)[0]
 
 
 def raw_key(tenant: str, batch: str) -> str:
@@ -57,7 +69,7 @@ def store_prefix(tenant: str, bucket: int) -> str:
 
 
 def parse_key(key: str) -> tuple[str, str, str]:
-    """(stage, tenant, batch) of any stage object."""
+    """(stage, tenant, name) of any stage object; the name is a batch or attempt name."""
     parts = key.split("/")
     if len(parts) < 3 or not TENANT_RE.match(parts[1]):
         raise BadKeyError(f"not a telemetry object key: {key!r}")

@@ -9,7 +9,6 @@ view of a later attempt that saw more (see docs/design.md).
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from shared.layout import (
     CONSOLIDATED,
     FILTERED,
     BadKeyError,
+    attempt_name,
     decode_lines,
     encode_lines,
     parse_key,
@@ -59,6 +59,6 @@ async def handle(deps: ConsolidatorDeps, key: str) -> None:
     await put_bytes(
         store.s3,
         store.bucket,
-        stage_key(CONSOLIDATED, tenant, f"{batch}-{uuid.uuid4().hex[:8]}"),
+        stage_key(CONSOLIDATED, tenant, attempt_name(batch)),
         encode_lines(out),
     )

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from services.enricher.metrics import TicketResult, dedupe, evaluate
+from services.enricher.metrics import TicketResult, dedupe, evaluate, event_ms
 from shared.layout import (
     CONSOLIDATED,
     ENRICHED,
+    FILTERED,
     BadKeyError,
+    batch_of,
     decode_lines,
     encode_ndjson,
     parse_key,
@@ -69,27 +71,59 @@ def ticket_record(tenant: str, ticket_id: str, version: int, r: TicketResult) ->
     }
 
 
-def enrich(tenant: str, lines: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+def changes_realtime(r: TicketResult, variants: list[bytes], own: list[bytes]) -> bool:
+    """Whether the batch's own lines can change the ticket's real-time item.
+
+    Only customer and bot messages, and agent messages after the first
+    response, leave it as it was; skipping those writes is what keeps the
+    DynamoDB cost per event low. The batch that brought any other event writes,
+    and views only grow, so the item with the highest version is always right.
+    Conflicting variants of one event id are rare enough to always write.
+    """
+    if len({orjson.loads(v)["event_id"] for v in variants}) != len(variants):
+        return True
+    for line in own:
+        e = orjson.loads(line)
+        if e["type"] != "message_sent":
+            return True
+        if e["sender"] == "agent" and (
+            r.first_response_at is None or event_ms(e) <= r.first_response_at
+        ):
+            return True
+    return False
+
+
+def enrich(
+    tenant: str, lines: list[tuple[bytes, bytes]], own: set[tuple[bytes, bytes]]
+) -> list[dict[str, Any]]:
     by_ticket: dict[bytes, list[bytes]] = defaultdict(list)
     for token, event in lines:
         by_ticket[token].append(event)
+    own_by_ticket: dict[bytes, list[bytes]] = defaultdict(list)
+    for token, event in own:
+        own_by_ticket[token].append(event)
     records = []
     for token, variants in sorted(by_ticket.items()):
         events, version = dedupe(variants)
-        records.append(ticket_record(tenant, orjson.loads(token), version, evaluate(events)))
+        r = evaluate(events)
+        record = ticket_record(tenant, orjson.loads(token), version, r)
+        record["realtime"] = changes_realtime(r, variants, own_by_ticket[token])
+        records.append(record)
     return records
 
 
 async def handle(deps: EnricherDeps, key: str) -> None:
     try:
-        stage, tenant, batch = parse_key(key)
+        stage, tenant, name = parse_key(key)
     except BadKeyError as exc:
         raise PoisonMessageError(str(exc)) from exc
     if stage != CONSOLIDATED:
         raise PoisonMessageError(f"enricher got a {stage} object")
     lines = list(decode_lines(await get_bytes(deps.s3, deps.bucket, key)))
-    out_key = stage_key(ENRICHED, tenant, batch)
-    await put_bytes(deps.s3, deps.bucket, out_key, encode_ndjson(enrich(tenant, lines)))
+    own_key = stage_key(FILTERED, tenant, batch_of(name))
+    own = set(decode_lines(await get_bytes(deps.s3, deps.bucket, own_key)))
+    out_key = stage_key(ENRICHED, tenant, name)
+    await put_bytes(deps.s3, deps.bucket, out_key, encode_ndjson(enrich(tenant, lines, own)))
     await deps.sns.publish(
         TopicArn=deps.topic_arn,
         Message=orjson.dumps({"keys": [out_key]}).decode(),

@@ -17,8 +17,8 @@ import orjson
 from shared.events import TYPE_RANK, format_ms, to_ms
 
 
-def _ms(value: str) -> int:
-    return to_ms(datetime.fromisoformat(value))
+def event_ms(event: dict[str, Any]) -> int:
+    return to_ms(datetime.fromisoformat(event["occurred_at"]))
 
 
 def dedupe(lines: Iterable[bytes]) -> tuple[list[dict[str, Any]], int]:
@@ -338,7 +338,7 @@ class _Walk:
 def evaluate(events: Iterable[dict[str, Any]]) -> TicketResult:
     """Metrics of one ticket from its distinct events (see `dedupe`)."""
     evs = list(events)
-    stamped = [(_ms(e["occurred_at"]), e) for e in evs]
+    stamped = [(event_ms(e), e) for e in evs]
     creations = [t for t, e in stamped if e["type"] == "ticket_created"]
     created_at = min(creations) if creations else None
     floor = created_at if created_at is not None else -(2**62)

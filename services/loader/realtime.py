@@ -89,7 +89,8 @@ async def handle(deps: RealtimeLoaderDeps, key: str) -> None:
     if stage != ENRICHED:
         raise PoisonMessageError(f"loader got a {stage} object")
     data = await get_bytes(deps.s3, deps.bucket, key)
-    items = [realtime_item(orjson.loads(line)) for line in decode_ndjson_lines(data)]
+    records = [orjson.loads(line) for line in decode_ndjson_lines(data)]
+    items = [realtime_item(r) for r in records if r["realtime"]]
     slots = asyncio.Semaphore(WRITE_CONCURRENCY)
 
     async def put(item: dict[str, Any]) -> None:

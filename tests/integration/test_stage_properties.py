@@ -22,8 +22,10 @@ from hypothesis import strategies as st
 from services.consolidator import handler as consolidator
 from services.consolidator.store import TicketStore
 from services.enricher import handler as enricher
+from services.enricher.handler import ticket_record
 from services.enricher.metrics import dedupe, evaluate
 from services.filter import handler as filter_stage
+from services.loader.realtime import realtime_item
 from shared.aws import Aws, open_aws
 from shared.events import canonical
 from shared.layout import (
@@ -78,30 +80,46 @@ async def run_redelivered(
 
 
 async def run_stages(
-    aws: Aws, topic: str, tenant: str, objects: list[list[bytes]], rng: random.Random
-) -> dict[str, dict[str, Any]]:
+    aws: Aws,
+    topic: str,
+    tenant: str,
+    objects: list[list[bytes]],
+    rng: random.Random,
+    done: set[str] | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Every stage over every object of the tenant not in `done` (which it extends)."""
+    done = set() if done is None else done
+
+    async def new(prefix: str) -> list[str]:
+        keys = [k for k in await list_keys(aws.s3, BUCKET, f"{prefix}/{tenant}/") if k not in done]
+        done.update(keys)
+        return keys
+
     for lines in objects:
         body = gzip.compress(b"\n".join(lines))
         await aws.s3.put_object(Bucket=BUCKET, Key=raw_key(tenant, new_batch_id()), Body=body)
-    raw = await list_keys(aws.s3, BUCKET, f"raw/{tenant}/")
+    raw = await new("raw")
     await run_redelivered(
         partial(filter_stage.handle, filter_stage.FilterDeps(aws.s3, BUCKET)), raw, rng
     )
     store = TicketStore(aws.s3, BUCKET, compact_after=3)
     deps = consolidator.ConsolidatorDeps(store=store, buckets=2)
-    filtered = await list_keys(aws.s3, BUCKET, f"{FILTERED}/{tenant}/")
+    filtered = await new(FILTERED)
     await run_redelivered(partial(consolidator.handle, deps), filtered, rng)
-    consolidated = await list_keys(aws.s3, BUCKET, f"{CONSOLIDATED}/{tenant}/")
+    consolidated = await new(CONSOLIDATED)
     edeps = enricher.EnricherDeps(aws.s3, aws.sns, BUCKET, topic)
     await run_redelivered(partial(enricher.handle, edeps), consolidated, rng)
     latest: dict[str, dict[str, Any]] = {}
+    realtime: dict[str, dict[str, Any]] = {}
     for key in await list_keys(aws.s3, BUCKET, f"{ENRICHED}/{tenant}/"):
         for line in decode_ndjson_lines(await get_bytes(aws.s3, BUCKET, key)):
             rec = orjson.loads(line)
-            kept = latest.get(rec["ticket_id"])
-            if kept is None or rec["version"] > kept["version"]:
-                latest[rec["ticket_id"]] = rec  # what the loaders keep
-    return latest
+            # What the loaders keep: the highest version (real time: of those it writes).
+            for kept, wanted in ((latest, True), (realtime, rec["realtime"])):
+                old = kept.get(rec["ticket_id"])
+                if wanted and (old is None or rec["version"] > old["version"]):
+                    kept[rec["ticket_id"]] = rec
+    return latest, realtime
 
 
 @pytest.fixture(scope="module")
@@ -125,14 +143,14 @@ def test_stages_compute_the_metrics_of_the_event_set(
     objects = [[orjson.dumps({**orjson.loads(line), "tenant_id": tenant}) for line in obj]
                for obj in objects]  # fmt: skip
 
-    async def scenario() -> dict[str, dict[str, Any]]:
+    async def scenario() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         async with open_aws(stage_settings) as aws:
             with contextlib.suppress(aws.s3.exceptions.BucketAlreadyOwnedByYou):
                 await aws.s3.create_bucket(Bucket=BUCKET)
             topic = (await aws.sns.create_topic(Name="telemetry-properties"))["TopicArn"]
             return await run_stages(aws, topic, tenant, objects, random.Random(seed))
 
-    latest = asyncio.run(scenario())
+    latest, realtime = asyncio.run(scenario())
 
     sent: dict[str, set[bytes]] = {}
     for obj in objects:
@@ -150,3 +168,46 @@ def test_stages_compute_the_metrics_of_the_event_set(
         assert got["group_stints"] == [s.to_json() for s in expected.group_stints]
         assert got["agent_stints"] == [s.to_json() for s in expected.agent_stints]
         assert [e["event_id"] for e in got["events"]] == [e["event_id"] for e in expected.events]
+        if expected.created_at is not None:  # what /realtime shows of the ticket
+            want = realtime_item(ticket_record(tenant, ticket, version, expected))
+            have = realtime_item(realtime[ticket])
+            assert {**have, "version": None} == {**want, "version": None}
+
+
+def test_a_first_response_alone_in_its_batch_reaches_the_realtime_view(
+    stage_settings: Settings,
+) -> None:
+    """Batches that only add messages skip the real-time write, unless one is the
+    first response: here it arrives alone, after the ticket was already written."""
+    tenant = f"prop-{next(TENANTS)}"
+    base = {"tenant_id": tenant, "ticket_id": "t-0"}
+    batches = [
+        [
+            {**base, "event_id": "c", "type": "ticket_created",
+             "occurred_at": "2026-11-20T10:00:00.000Z", "channel": "webchat", "group_id": "g"},
+            {**base, "event_id": "a", "type": "ticket_assigned",
+             "occurred_at": "2026-11-20T10:01:00.000Z", "agent_id": "ann"},
+        ],
+        [{**base, "event_id": "m1", "type": "message_sent",
+          "occurred_at": "2026-11-20T10:02:00.000Z", "sender": "agent", "agent_id": "ann"}],
+        [{**base, "event_id": "m2", "type": "message_sent",
+          "occurred_at": "2026-11-20T10:03:00.000Z", "sender": "customer"}],
+    ]  # fmt: skip
+
+    async def scenario() -> list[bool]:
+        async with open_aws(stage_settings) as aws:
+            with contextlib.suppress(aws.s3.exceptions.BucketAlreadyOwnedByYou):
+                await aws.s3.create_bucket(Bucket=BUCKET)
+            topic = (await aws.sns.create_topic(Name="telemetry-properties"))["TopicArn"]
+            flags = []
+            done: set[str] = set()
+            for batch in batches:  # one batch at a time, through every stage
+                _, realtime = await run_stages(
+                    aws, topic, tenant, [[orjson.dumps(e) for e in batch]], random.Random(0), done
+                )
+                flags.append(realtime.get("t-0", {}).get("version", 0))
+            return flags
+
+    versions = asyncio.run(scenario())
+    # Written by the first batch (version 2) and the first response (3), not by the last.
+    assert versions == [2, 3, 3]
