@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.auth import ApiKey, AuthError, KeyStore
@@ -81,3 +82,18 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+# Endpoints every HTTP service has.
+service_router = APIRouter()
+
+
+@service_router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@service_router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(aws: AwsDep) -> str:
+    """AWS requests made by this process, in Prometheus text format."""
+    return aws.counter.prometheus()

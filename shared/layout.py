@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from shared.errors import PoisonMessageError
 from shared.events import TENANT_RE
 
 RAW = "raw"
@@ -36,8 +37,8 @@ ENRICHED = "enriched"
 ATTEMPT_SEP = "~"
 
 
-class BadKeyError(ValueError):
-    """A key that does not follow the layout; the message is poison."""
+class BadKeyError(PoisonMessageError):
+    """A key that does not follow the layout, or of another stage: never retried."""
 
 
 def new_batch_id() -> str:
@@ -77,6 +78,14 @@ def parse_key(key: str) -> tuple[str, str, str]:
     if not batch:
         raise BadKeyError(f"no batch id in {key!r}")
     return parts[0], parts[1], batch
+
+
+def expect_key(key: str, stage: str) -> tuple[str, str]:
+    """(tenant, name) of a key that a handler of `stage` may process."""
+    found, tenant, name = parse_key(key)
+    if found != stage:
+        raise BadKeyError(f"a {found} object sent to the {stage} stage: {key!r}")
+    return tenant, name
 
 
 def ticket_bucket(ticket_id: str, buckets: int) -> int:

@@ -41,6 +41,16 @@ async def queue_worker(sqs: SQSClient, settings: Settings, queue: str, handler: 
     return Worker(sqs, url, dlq, handler, worker_options(settings))
 
 
+async def queue_backlog(sqs: SQSClient, queue: str) -> int:
+    """Messages waiting or in flight: zero means the stage has nothing left to do."""
+    url = (await sqs.get_queue_url(QueueName=queue))["QueueUrl"]
+    attrs = await sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )
+    return sum(int(v) for v in attrs.get("Attributes", {}).values())
+
+
 async def serve_http(app: FastAPI, host: str, port: int) -> None:
     """uvicorn handles SIGTERM/SIGINT itself and drains open requests."""
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)

@@ -60,8 +60,8 @@ class Settings(BaseSettings):
     max_receives: int = Field(default=5, ge=1)
     drain_timeout_s: float = Field(default=30.0, gt=0)
 
-    ticket_buckets: int = Field(default=8, ge=1, le=4096)
-    compact_after: int = Field(default=16, ge=2)
+    ticket_buckets: int = Field(default=2, ge=1, le=4096)
+    compact_after: int = Field(default=6, ge=2)
 
     def queue_names(self) -> list[str]:
         return [

@@ -19,16 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from shared.errors import PoisonMessageError
+
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str], Awaitable[None]]
-
-
-class PoisonMessageError(ValueError):
-    """A message that can never succeed: it goes to the DLQ without retries."""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    from telemetry.commands import UsageError
+
+    try:
+        return _run(_parser().parse_args(argv))
+    except UsageError as exc:
+        print(f"telemetry: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command in SERVICES:
         setup_logging(args.command)
         module = importlib.import_module(f"services.{args.command}.main")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +31,13 @@ class StackError(RuntimeError):
     """The local stack could not start."""
 
 
-def _wait_http(url: str, timeout_s: float) -> None:
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -47,7 +54,7 @@ def start_moto(port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _wait_http(f"http://127.0.0.1:{port}/moto-api/", 30)
+    wait_http(f"http://127.0.0.1:{port}/moto-api/", 30)
     return proc
 
 

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import PlainTextResponse
 
 from services.collector.stream import StreamUnavailableError, pack_records, put_all
 from shared.auth import ApiKey, KeyStore
@@ -22,6 +21,7 @@ from shared.http import (
     error_response,
     install_error_handlers,
     json_response,
+    service_router,
 )
 from shared.settings import Settings
 
@@ -86,11 +86,6 @@ async def post_events(
     return json_response(answer, 202)
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
-
-
 @router.get("/readyz")
 async def readyz(aws: AwsDep, settings: SettingsDep) -> Response:
     try:
@@ -98,11 +93,6 @@ async def readyz(aws: AwsDep, settings: SettingsDep) -> Response:
     except Exception as exc:
         return error_response(503, "not_ready", f"stream unreachable: {exc}")
     return json_response({"status": "ready"})
-
-
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(aws: AwsDep) -> str:
-    return aws.counter.prometheus()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -117,4 +107,5 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Telemetry collector", version="1", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(service_router)
     return app

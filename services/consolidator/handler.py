@@ -18,16 +18,14 @@ from services.consolidator.store import EventLine, TicketStore
 from shared.layout import (
     CONSOLIDATED,
     FILTERED,
-    BadKeyError,
     attempt_name,
     decode_lines,
     encode_lines,
-    parse_key,
+    expect_key,
     stage_key,
     ticket_bucket,
 )
 from shared.objects import get_bytes, put_bytes
-from shared.worker import PoisonMessageError
 
 
 @dataclass(frozen=True)
@@ -37,12 +35,7 @@ class ConsolidatorDeps:
 
 
 async def handle(deps: ConsolidatorDeps, key: str) -> None:
-    try:
-        stage, tenant, batch = parse_key(key)
-    except BadKeyError as exc:
-        raise PoisonMessageError(str(exc)) from exc
-    if stage != FILTERED:
-        raise PoisonMessageError(f"consolidator got a {stage} object")
+    tenant, batch = expect_key(key, FILTERED)
     store = deps.store
     lines = list(decode_lines(await get_bytes(store.s3, store.bucket, key)))
     by_bucket: dict[int, list[EventLine]] = defaultdict(list)

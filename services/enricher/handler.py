@@ -17,15 +17,13 @@ from shared.layout import (
     CONSOLIDATED,
     ENRICHED,
     FILTERED,
-    BadKeyError,
     batch_of,
     decode_lines,
     encode_ndjson,
-    parse_key,
+    expect_key,
     stage_key,
 )
 from shared.objects import get_bytes, put_bytes
-from shared.worker import PoisonMessageError
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -78,8 +76,12 @@ def changes_realtime(r: TicketResult, variants: list[bytes], own: list[bytes]) -
     response, leave it as it was; skipping those writes is what keeps the
     DynamoDB cost per event low. The batch that brought any other event writes,
     and views only grow, so the item with the highest version is always right.
-    Conflicting variants of one event id are rare enough to always write.
+    Conflicting variants of one event id are rare enough to always write. A
+    view without a creation is never written: the real-time view shows no
+    partial ticket, and the creation's own batch will write.
     """
+    if r.partial:
+        return False
     if len({orjson.loads(v)["event_id"] for v in variants}) != len(variants):
         return True
     for line in own:
@@ -113,12 +115,7 @@ def enrich(
 
 
 async def handle(deps: EnricherDeps, key: str) -> None:
-    try:
-        stage, tenant, name = parse_key(key)
-    except BadKeyError as exc:
-        raise PoisonMessageError(str(exc)) from exc
-    if stage != CONSOLIDATED:
-        raise PoisonMessageError(f"enricher got a {stage} object")
+    tenant, name = expect_key(key, CONSOLIDATED)
     lines = list(decode_lines(await get_bytes(deps.s3, deps.bucket, key)))
     own_key = stage_key(FILTERED, tenant, batch_of(name))
     own = set(decode_lines(await get_bytes(deps.s3, deps.bucket, own_key)))

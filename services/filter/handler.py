@@ -18,16 +18,14 @@ from shared.layout import (
     FILTERED,
     QUARANTINE,
     RAW,
-    BadKeyError,
     decode_ndjson_lines,
     encode_lines,
     encode_ndjson,
-    parse_key,
+    expect_key,
     stage_key,
     ticket_token,
 )
 from shared.objects import get_bytes, put_bytes
-from shared.worker import PoisonMessageError
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -61,12 +59,7 @@ def split_events(
 
 
 async def handle(deps: FilterDeps, key: str) -> None:
-    try:
-        stage, tenant, batch = parse_key(key)
-    except BadKeyError as exc:
-        raise PoisonMessageError(str(exc)) from exc
-    if stage != RAW:
-        raise PoisonMessageError(f"filter got a {stage} object")
+    tenant, batch = expect_key(key, RAW)
     data = await get_bytes(deps.s3, deps.bucket, key)
     try:
         lines = decode_ndjson_lines(data)

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from botocore.exceptions import ClientError
 
-from shared.layout import ENRICHED, BadKeyError, decode_ndjson_lines, parse_key
+from shared.layout import ENRICHED, decode_ndjson_lines, expect_key
 from shared.objects import get_bytes
-from shared.worker import PoisonMessageError
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -82,12 +81,7 @@ async def put_if_newer(dynamodb: DynamoDBClient, table: str, item: dict[str, Any
 
 
 async def handle(deps: RealtimeLoaderDeps, key: str) -> None:
-    try:
-        stage, _, _ = parse_key(key)
-    except BadKeyError as exc:
-        raise PoisonMessageError(str(exc)) from exc
-    if stage != ENRICHED:
-        raise PoisonMessageError(f"loader got a {stage} object")
+    expect_key(key, ENRICHED)
     data = await get_bytes(deps.s3, deps.bucket, key)
     records = [orjson.loads(line) for line in decode_ndjson_lines(data)]
     items = [realtime_item(r) for r in records if r["realtime"]]

@@ -16,9 +16,8 @@ from sqlalchemy import delete, insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared.db import ticket_measures, tickets
-from shared.layout import ENRICHED, BadKeyError, decode_ndjson_lines, parse_key
+from shared.layout import ENRICHED, decode_ndjson_lines, expect_key
 from shared.objects import get_bytes
-from shared.worker import PoisonMessageError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -129,11 +128,6 @@ async def load_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> in
 
 
 async def handle(deps: ReportLoaderDeps, key: str) -> None:
-    try:
-        stage, _, _ = parse_key(key)
-    except BadKeyError as exc:
-        raise PoisonMessageError(str(exc)) from exc
-    if stage != ENRICHED:
-        raise PoisonMessageError(f"loader got a {stage} object")
+    expect_key(key, ENRICHED)
     data = await get_bytes(deps.s3, deps.bucket, key)
     await load_records(deps.engine, [orjson.loads(line) for line in decode_ndjson_lines(data)])

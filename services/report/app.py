@@ -25,6 +25,7 @@ from shared.http import (
     SettingsDep,
     install_error_handlers,
     json_response,
+    service_router,
 )
 from shared.settings import Settings
 
@@ -98,19 +99,6 @@ async def realtime(
     items = await tenant_items(aws.dynamodb, settings.realtime_table, tenant)
     body = realtime_view(items, start, end)
     return answer(request, body, [body])
-
-
-service_router = APIRouter()
-
-
-@service_router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
-
-
-@service_router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(aws: AwsDep) -> str:
-    return aws.counter.prometheus()
 
 
 def create_app(settings: Settings) -> FastAPI:

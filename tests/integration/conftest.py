@@ -5,11 +5,8 @@ processes. No in-process mocks of AWS or the database."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,37 +18,16 @@ from shared.aws import Aws, open_aws
 from shared.settings import Settings
 from telemetry.cli import SERVICES
 from telemetry.commands import create_key, provision_command
+from telemetry.up import free_port, start_moto, start_postgres, wait_http
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer")
 
 
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_moto(port)
     try:
-        wait_http(f"http://127.0.0.1:{port}/moto-api/")
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -64,11 +40,9 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         yield configured
         return
-    import pgserver
-
-    server = pgserver.get_server(str(tmp_path_factory.mktemp("pg")), cleanup_mode="stop")
+    server, url = start_postgres(tmp_path_factory.mktemp("pg") / "data")
     try:
-        yield str(server.get_uri())
+        yield url
     finally:
         server.cleanup()
 

@@ -21,11 +21,12 @@ from shared.aws import Aws, open_aws
 from shared.events import canonical
 from shared.layout import CONSOLIDATED, ENRICHED, FILTERED, RAW
 from shared.objects import list_keys
-from shared.service import DLQ_SUFFIX
+from shared.service import DLQ_SUFFIX, queue_backlog
 from shared.settings import Settings
 from telemetry.commands import create_key, provision_command
 from telemetry.simulate import ticket_life
-from tests.integration.conftest import ServiceProcesses, free_port, settings_of
+from telemetry.up import free_port
+from tests.integration.conftest import ServiceProcesses, settings_of
 
 WORKERS = 4
 TENANTS = ("conc-a", "conc-b")
@@ -118,11 +119,8 @@ async def inject_redeliveries(aws: Aws, settings: Settings, at_least: int) -> in
 
 
 async def drained(aws: Aws, queue: str) -> None:
-    url = (await aws.sqs.get_queue_url(QueueName=queue))["QueueUrl"]
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     for _ in range(240):
-        attrs = await aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)
-        if all(attrs["Attributes"][n] == "0" for n in names):  # type: ignore[literal-required]
+        if await queue_backlog(aws.sqs, queue) == 0:
             return
         await asyncio.sleep(0.5)
     raise AssertionError(f"{queue} did not drain")

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from tests.integration.conftest import free_port
+from telemetry.up import free_port
 from tests.integration.helpers import event
 from tests.integration.test_pipeline import at, recent_base
 

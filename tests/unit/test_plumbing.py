@@ -11,6 +11,7 @@ from services.collector.app import check_batch
 from services.collector.stream import MAX_RECORD_BYTES, pack_records
 from services.report.stats import day_range, nearest_rank, stats, to_csv, zone
 from shared.auth import ApiKey
+from shared.errors import PoisonMessageError
 from shared.http import ApiError
 from shared.layout import (
     BadKeyError,
@@ -21,7 +22,7 @@ from shared.layout import (
     stage_key,
     ticket_bucket,
 )
-from shared.worker import PoisonMessageError, object_keys
+from shared.worker import object_keys
 
 
 def test_s3_notification_keys_are_url_decoded() -> None:
