@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -50,6 +51,11 @@ ticket_measures = Table(
     Column("channel", Text),
     Column("first_group_id", Text),
     Column("last_agent_id", Text),
+    # Group stints only: the stint's group and how it ended.
+    Column("group_id", Text),
+    Column("answered", Boolean),
+    Column("abandoned", Boolean),
+    Column("transferred_out", Boolean),
     Index("ix_ticket_measures_tenant_at", "tenant_id", "at"),
     Index("ix_ticket_measures_tenant_ticket", "tenant_id", "ticket_id"),
 )

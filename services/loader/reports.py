@@ -39,45 +39,56 @@ def measures(rec: dict[str, Any]) -> list[dict[str, Any]]:
     """Each measurement at the time it completes (SPEC §2, time attribution)."""
     f = rec["facts"]
     m = rec["metrics"]
-    rows: list[tuple[str, int, int | None, str | None]] = []
+    rows: list[dict[str, Any]] = []
+
+    def add(kind: str, t: int, value: int | None = None, **extra: Any) -> None:
+        rows.append({"kind": kind, "at": _ts(t), "value_ms": value, **extra})
+
     for t, sender, agent in f["messages"]:
-        rows.append((f"{sender}_message", t, None, agent))
+        add(f"{sender}_message", t, agent_id=agent)
     for t, value in f["replies"]:
-        rows.append(("reply", t, value, None))
+        add("reply", t, value)
     if f["created_at"] is not None:
-        rows.append(("created", f["created_at"], None, None))
+        add("created", f["created_at"])
         if f["first_assigned_at"] is not None:
-            rows.append(("assigned", f["first_assigned_at"], m["wait_time_ms"], None))
+            add("assigned", f["first_assigned_at"], m["wait_time_ms"])
         if f["first_response_at"] is not None:
-            rows.append(
-                (
-                    "first_response",
-                    f["first_response_at"],
-                    m["first_response_time_ms"],
-                    f["first_response_agent_id"],
-                )
+            add(
+                "first_response",
+                f["first_response_at"],
+                m["first_response_time_ms"],
+                agent_id=f["first_response_agent_id"],
             )
         closed = f["closed_at"]
         if closed is not None:
-            rows.append(("closed", closed, m["resolution_time_ms"], f["closing_agent_id"]))
-            rows.append(("transfers", closed, m["transfers"], None))
+            add("closed", closed, m["resolution_time_ms"], agent_id=f["closing_agent_id"])
+            add("transfers", closed, m["transfers"])
             if m["abandoned"]:
-                rows.append(("abandoned", closed, m["abandon_time_ms"], None))
+                add("abandoned", closed, m["abandon_time_ms"])
             else:
-                rows.append(("resolution", closed, m["resolution_time_ms"], None))
+                add("resolution", closed, m["resolution_time_ms"])
             if m["agents_involved"]:
-                rows.append(("handle", closed, m["handle_time_ms"], None))
+                add("handle", closed, m["handle_time_ms"])
+    for group, _, ended, queue, answered, abandoned, transferred in f["group_stints"]:
+        if ended is not None:
+            add("group_stint", ended, queue, group_id=group, answered=answered,
+                abandoned=abandoned, transferred_out=transferred)  # fmt: skip
+    for agent, _, ended, handle, _ in f["agent_stints"]:
+        if ended is not None:
+            add("agent_stint", ended, handle, agent_id=agent)
     common = {
         "tenant_id": rec["tenant_id"],
         "ticket_id": rec["ticket_id"],
         "channel": f["channel"],
         "first_group_id": f["first_group_id"],
         "last_agent_id": f["last_agent_id"],
+        "agent_id": None,
+        "group_id": None,
+        "answered": None,
+        "abandoned": None,
+        "transferred_out": None,
     }
-    return [
-        {**common, "kind": kind, "at": _ts(t), "value_ms": value, "agent_id": agent}
-        for kind, t, value, agent in rows
-    ]
+    return [{**common, **row} for row in rows]
 
 
 def ticket_row(rec: dict[str, Any]) -> dict[str, Any]:

@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.report import queries
 from services.report.realtime import realtime_view, tenant_items, today_bounds
-from services.report.stats import day_range, parse_date, to_csv, zone
+from services.report.stats import day_range, intervals, parse_date, to_csv, zone
 from shared.auth import KeyStore
 from shared.aws import open_aws
 from shared.db import make_engine
-from shared.events import TENANT_RE
+from shared.events import TENANT_RE, format_ms, to_ms
 from shared.http import (
     ApiError,
     ApiKeyDep,
@@ -77,8 +77,56 @@ async def summary(
 ) -> Response:
     start, end = day_range(parse_date(from_, "from"), parse_date(to, "to"), zone(tz))
     filters = queries.Filters(group_id=group_id, agent_id=agent_id, channel=channel)
-    body = await queries.summary(engine, tenant, start, end, filters, sla_seconds)
+    [body] = await queries.summaries(engine, tenant, [start, end], filters, sla_seconds)
     return answer(request, body, [body])
+
+
+@router.get("/reports/timeseries")
+async def timeseries(
+    request: Request,
+    tenant: Tenant,
+    engine: EngineDep,
+    from_: FromParam,
+    to: ToParam,
+    granularity: Annotated[str, Query(description="hour, day, week or month")],
+    tz: TzParam = "UTC",
+    group_id: str | None = None,
+    agent_id: str | None = None,
+    channel: str | None = None,
+    sla_seconds: SlaParam = 60,
+) -> Response:
+    start, end = parse_date(from_, "from"), parse_date(to, "to")
+    labels, bounds = intervals(start, end, zone(tz), granularity)
+    filters = queries.Filters(group_id=group_id, agent_id=agent_id, channel=channel)
+    points = [
+        {"start": format_ms(to_ms(label)), **point}
+        for label, point in zip(
+            labels,
+            await queries.summaries(engine, tenant, bounds, filters, sla_seconds),
+            strict=True,
+        )
+    ]
+    return answer(request, {"points": points}, points)
+
+
+@router.get("/reports/groups")
+async def groups(
+    request: Request, tenant: Tenant, engine: EngineDep, from_: FromParam, to: ToParam,
+    tz: TzParam = "UTC",
+) -> Response:  # fmt: skip
+    start, end = day_range(parse_date(from_, "from"), parse_date(to, "to"), zone(tz))
+    rows = await queries.groups(engine, tenant, start, end)
+    return answer(request, {"rows": rows}, rows)
+
+
+@router.get("/reports/agents")
+async def agents(
+    request: Request, tenant: Tenant, engine: EngineDep, from_: FromParam, to: ToParam,
+    tz: TzParam = "UTC",
+) -> Response:  # fmt: skip
+    start, end = day_range(parse_date(from_, "from"), parse_date(to, "to"), zone(tz))
+    rows = await queries.agents(engine, tenant, start, end)
+    return answer(request, {"rows": rows}, rows)
 
 
 @router.get("/tickets/{ticket_id}")

@@ -60,6 +60,54 @@ def day_range(start: date, end: date, tz: ZoneInfo) -> tuple[datetime, datetime]
     )
 
 
+GRANULARITIES = ("hour", "day", "week", "month")
+MAX_POINTS = 20_000
+QUARTER_HOUR = timedelta(minutes=15)  # every offset in use is a multiple of it
+
+
+def _midnight(day: date, tz: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
+
+
+def intervals(
+    start: date, end: date, tz: ZoneInfo, granularity: str
+) -> tuple[list[datetime], list[datetime]]:
+    """(labels, bounds) of a timeseries in `tz`.
+
+    Labels are the natural starts of the hours, days, weeks (Monday) or months
+    that meet the range; bounds clip the first and the last to the range, so
+    the points always add up to the summary of the range.
+    """
+    lo, hi = day_range(start, end, tz)
+    if granularity == "hour":
+        labels = []
+        t = lo
+        while t < hi:
+            if t.astimezone(tz).minute == 0:
+                labels.append(t)
+            t += QUARTER_HOUR
+    else:
+        days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+        if granularity == "day":
+            firsts = days
+        elif granularity == "week":
+            firsts = [start - timedelta(days=start.weekday())] + [
+                d for d in days[1:] if d.weekday() == 0
+            ]
+        elif granularity == "month":
+            firsts = [start.replace(day=1)] + [d for d in days[1:] if d.day == 1]
+        else:
+            raise ApiError(
+                400, "invalid_granularity", f"granularity must be one of {GRANULARITIES}"
+            )
+        labels = [_midnight(d, tz) for d in firsts]
+    if len(labels) > MAX_POINTS:
+        raise ApiError(
+            400, "too_many_points", f"at most {MAX_POINTS} points; use a coarser granularity"
+        )
+    return labels, [lo, *labels[1:], hi]
+
+
 def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in row.items():

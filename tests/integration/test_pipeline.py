@@ -149,6 +149,32 @@ async def test_ticket_metrics_end_to_end(
     assert summary["avg_reply_time"]["avg_ms"] == 115_000
     assert summary["service_level"] == 0.0  # first response after 180 s > 60 s
 
+    async def report(name: str, **params: str) -> Any:
+        resp = await http.get(
+            f"{services['report']}/v1/tenants/{tenant}/reports/{name}",
+            params={"from": day, "to": day, **params},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    groups = (await report("groups"))["rows"]
+    assert [(g["group_id"], g["stints"], g["answered"], g["transferred_out"]) for g in groups] == [
+        ("g1", 1, 1, 1),
+        ("g2", 1, 1, 0),
+    ]
+    assert [g["queue_time"]["p50_ms"] for g in groups] == [120_000, 60_000]
+    agents = {a["agent_id"]: a for a in (await report("agents"))["rows"]}
+    assert {a: (r["stints"], r["handle_time"]["avg_ms"], r["agent_messages"],
+                r["first_responses"], r["tickets_closed"]) for a, r in agents.items()} == {
+        "a1": (1, 240_000, 2, 1, 0),
+        "a2": (1, 120_000, 1, 0, 1),
+    }  # fmt: skip
+    points = (await report("timeseries", granularity="hour"))["points"]
+    assert len(points) == 24
+    assert sum(p["tickets_created"] for p in points) == 1
+    assert sum(p["customer_messages"] for p in points) == 3
+
     realtime = (
         await http.get(
             f"{services['report']}/v1/tenants/{tenant}/realtime",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 
 from services.collector.app import check_batch
 from services.collector.stream import MAX_RECORD_BYTES, pack_records
-from services.report.stats import day_range, nearest_rank, stats, to_csv, zone
+from services.report.stats import day_range, intervals, nearest_rank, stats, to_csv, zone
 from shared.auth import ApiKey
 from shared.errors import PoisonMessageError
 from shared.http import ApiError
@@ -111,3 +111,21 @@ def test_records_stay_under_the_kinesis_limit() -> None:
     assert all(len(r["Data"]) <= MAX_RECORD_BYTES for r in records)
     assert sum(r["Data"].count(b"\n") for r in records) == 2000
     assert all(r["PartitionKey"].startswith("acme/") for r in records)
+
+
+def test_timeseries_intervals_follow_the_zone_and_clip_to_the_range() -> None:
+    d = datetime(2026, 3, 8).date()  # New York springs forward: a 23-hour day
+    labels, bounds = intervals(d, d, zone("America/New_York"), "hour")
+    assert len(labels) == 23
+    assert bounds[0] == labels[0] and bounds[-1] - bounds[0] == timedelta(hours=23)
+    labels, _ = intervals(d, d, zone("Asia/Kathmandu"), "hour")  # +05:45
+    assert len(labels) == 24 and all(t.minute == 15 for t in labels)
+    wed, sun = datetime(2026, 11, 25).date(), datetime(2026, 12, 6).date()
+    labels, bounds = intervals(wed, sun, zone("UTC"), "week")
+    assert [t.date().isoformat() for t in labels] == ["2026-11-23", "2026-11-30"]
+    assert bounds[0].date().isoformat() == "2026-11-25"  # counted from the range start
+    labels, bounds = intervals(wed, sun, zone("UTC"), "month")
+    assert [t.date().isoformat() for t in labels] == ["2026-11-01", "2026-12-01"]
+    assert len(bounds) == len(labels) + 1
+    with pytest.raises(ApiError):
+        intervals(wed, sun, zone("UTC"), "fortnight")

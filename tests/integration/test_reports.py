@@ -1,0 +1,110 @@
+"""Reports agree with themselves and with the per-ticket metrics (issue: numbers reconcile)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+
+from services.enricher.metrics import dedupe, evaluate
+from services.report.stats import nearest_rank
+from shared.events import canonical
+from telemetry.simulate import ticket_life
+from tests.integration.helpers import eventually
+
+KeyMaker = Callable[..., Awaitable[str]]
+ADDITIVE = ("tickets_created", "tickets_closed", "tickets_abandoned", "transfers",
+            "customer_messages", "agent_messages", "bot_messages")  # fmt: skip
+STATS = ("wait_time", "first_response_time", "handle_time", "resolution_time", "avg_reply_time")
+
+
+def additive(summary: dict[str, Any]) -> dict[str, int]:
+    out = {k: summary[k] for k in ADDITIVE}
+    out.update({f"{k}.count": summary[k]["count"] for k in STATS})
+    return out
+
+
+def total(rows: list[dict[str, Any]]) -> dict[str, int]:
+    sums: dict[str, int] = {}
+    for row in rows:
+        for k, v in additive(row).items():
+            sums[k] = sums.get(k, 0) + v
+    return sums
+
+
+async def test_summary_timeseries_groups_and_tickets_reconcile(
+    services: dict[str, str], new_key: KeyMaker, http: httpx.AsyncClient
+) -> None:
+    tenant = "e2e-reports"
+    key = await new_key(tenant)
+    headers = {"Authorization": f"Bearer {key}"}
+    rng = random.Random(21)
+    now = datetime.now(UTC)
+    events = [e for n in range(40) for e in ticket_life(rng, tenant, n, now)]
+    sent = events + rng.sample(events, 30)
+    rng.shuffle(sent)
+    for i in range(0, len(sent), 150):
+        body = orjson.dumps(sent[i : i + 150])
+        resp = await http.post(f"{services['collector']}/v1/events", content=body, headers=headers)
+        assert resp.status_code == 202
+    lines: dict[str, set[bytes]] = {}
+    for e in events:
+        lines.setdefault(e["ticket_id"], set()).add(canonical(e))
+    truth = {t: evaluate(dedupe(v)[0]) for t, v in lines.items()}
+    first, last = now - timedelta(days=1), now + timedelta(days=1)
+    dates = {"from": first.date().isoformat(), "to": last.date().isoformat()}
+    base = f"{services['report']}/v1/tenants/{tenant}/reports"
+
+    async def get(name: str, **params: str) -> Any:
+        resp = await http.get(f"{base}/{name}", params={**dates, **params}, headers=headers)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    summary = await eventually(
+        lambda: get("summary"),
+        lambda s: (
+            s["tickets_created"] == len(truth)
+            and s["customer_messages"] == sum(r.customer_messages for r in truth.values())
+        ),
+        timeout_s=60,
+    )
+    results = list(truth.values())
+    assert summary["tickets_closed"] == sum(r.status == "closed" for r in results)
+    assert summary["tickets_abandoned"] == sum(r.abandoned for r in results)
+    assert summary["transfers"] == sum(r.transfers for r in results if r.status == "closed")
+    waits = sorted(r.metrics()["wait_time_ms"] for r in results if r.first_assigned_at)
+    assert summary["wait_time"]["count"] == len(waits)
+    assert summary["wait_time"]["p90_ms"] == nearest_rank(waits, 0.9)
+    assert summary["wait_time"]["avg_ms"] == sum(waits) / len(waits)
+    firsts = [r.metrics()["first_response_time_ms"] for r in results if r.first_response_at]
+    within = sum(v <= 30_000 for v in firsts)
+    assert (await get("summary", sla_seconds="30"))["service_level"] == within / len(firsts)
+
+    for granularity in ("hour", "day", "week", "month"):
+        points = (await get("timeseries", granularity=granularity))["points"]
+        assert total(points) == additive(summary), granularity
+    kathmandu = await get("summary", tz="Asia/Kathmandu")
+    assert additive(kathmandu) == additive(summary)  # the range covers everything either way
+
+    by_group = [await get("summary", group_id=g) for g in {r.first_group_id for r in results}]
+    assert total(by_group) == additive(summary)
+    by_channel = [await get("summary", channel=c) for c in {r.channel for r in results}]
+    assert total(by_channel) == additive(summary)
+
+    groups = (await get("groups"))["rows"]
+    ended = [s for r in results for s in r.group_stints if s.ended_at is not None]
+    assert sum(g["stints"] for g in groups) == len(ended)
+    assert sum(g["abandoned"] for g in groups) == sum(s.abandoned for s in ended)
+    agents = (await get("agents"))["rows"]
+    assert sum(a["agent_messages"] for a in agents) == summary["agent_messages"]
+    assert sum(a["first_responses"] for a in agents) == summary["first_response_time"]["count"]
+
+    csv = await http.get(f"{base}/timeseries", params={**dates, "granularity": "day"},
+                         headers={**headers, "Accept": "text/csv"})  # fmt: skip
+    assert csv.headers["content-type"].startswith("text/csv")
+    rows = csv.text.strip().splitlines()
+    assert rows[0].startswith("start,tickets_created,") and len(rows) == 1 + 3
