@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import uvicorn
 
+from shared.aws import Aws
 from shared.settings import Settings
-from shared.worker import Handler, Worker, WorkerOptions
+from shared.worker import Handler, Worker, WorkerOptions, stop_event_on_signals
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -49,6 +52,44 @@ async def queue_backlog(sqs: SQSClient, queue: str) -> int:
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )
     return sum(int(v) for v in attrs.get("Attributes", {}).values())
+
+
+async def serve_metrics(render: Callable[[], str], host: str, port: int) -> asyncio.Server:
+    """A minimal `/metrics` for the queue workers, which have no web framework."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            body = render().encode()
+            head = (
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + body)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, host, port)
+
+
+async def run_workers(settings: Settings, aws: Aws, workers: list[Worker]) -> None:
+    """Run queue workers until SIGTERM, with `/metrics` when a port is set."""
+    stop = stop_event_on_signals()
+    server = None
+    if settings.metrics_port:
+
+        def render() -> str:
+            return aws.counter.prometheus() + "".join(w.prometheus() for w in workers)
+
+        server = await serve_metrics(render, settings.host, settings.metrics_port)
+    try:
+        await asyncio.gather(*(w.run(stop) for w in workers))
+    finally:
+        if server is not None:
+            server.close()
 
 
 async def serve_http(app: FastAPI, host: str, port: int) -> None:

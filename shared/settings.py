@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     collector_port: int = 8080
     report_port: int = 8081
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # queue workers' /metrics; 0: off
 
     buffer_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     buffer_max_age_s: float = Field(default=5.0, gt=0)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import urllib.parse
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -86,6 +87,14 @@ class Worker:
         self.handler = handler
         self.options = options
         self.tasks: set[asyncio.Task[None]] = set()
+        self.outcomes: Counter[str] = Counter()
+
+    def prometheus(self) -> str:
+        queue = self.queue_url.rsplit("/", 1)[-1]
+        return "".join(
+            f'telemetry_messages_total{{queue="{queue}",outcome="{outcome}"}} {n}\n'
+            for outcome, n in sorted(self.outcomes.items())
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until `stop` is set, then drain in-flight messages (bounded)."""
@@ -139,24 +148,38 @@ class Worker:
         count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         heartbeat = asyncio.create_task(self._heartbeat(receipt))
         try:
+            outcome = await self._handle(message, count)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Deleting or dead-lettering failed: the message simply comes back.
+            log.exception("could not settle a message on %s", self.queue_url)
+            outcome = "unsettled"
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        self.outcomes[outcome] += 1
+
+    async def _handle(self, message: dict[str, Any], count: int) -> str:
+        receipt = message["ReceiptHandle"]
+        try:
             for key in object_keys(message["Body"]):
                 await self.handler(key)
         except PoisonMessageError as exc:
             await self._dead_letter(message, f"poison: {exc}")
+            return "dead_lettered"
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("handler failed (receive %d) on %s", count, self.queue_url)
             if count >= self.options.max_receives:
                 await self._dead_letter(message, f"{type(exc).__name__}: {exc}")
-            else:
-                await self._retry_later(receipt, count)
-        else:
-            await self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+                return "dead_lettered"
+            await self._retry_later(receipt, count)
+            return "retried"
+        await self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
+        return "done"
 
     async def _heartbeat(self, receipt: str) -> None:
         """Keep a long-running message invisible while its handler works."""

@@ -25,6 +25,9 @@ from telemetry.commands import create_key, provision_command
 
 DATA_DIR = Path(".telemetry")
 STOP_GRACE_S = 20.0
+# `/metrics` of the queue workers (the HTTP services serve it on their own port).
+METRICS_PORTS = {"dumper": 9101, "filter": 9102, "consolidator": 9103, "enricher": 9104,
+                 "loader": 9105}  # fmt: skip
 
 
 class StackError(RuntimeError):
@@ -90,8 +93,11 @@ class Supervisor:
         self.stopping = False
 
     def start(self, name: str) -> None:
+        env = dict(self.env)
+        if name in METRICS_PORTS:
+            env["TELEMETRY_METRICS_PORT"] = str(METRICS_PORTS[name])
         self.children[name] = subprocess.Popen(
-            [sys.executable, "-m", "telemetry.cli", name], env=self.env
+            [sys.executable, "-m", "telemetry.cli", name], env=env
         )
 
     def watch(self) -> None:
@@ -151,6 +157,8 @@ def up() -> int:
             f"  collector  {base}:{settings.collector_port}/v1/events\n"
             f"  reports    {base}:{settings.report_port}/v1/tenants/demo/reports/summary\n"
             f"  openapi    {base}:{settings.report_port}/docs\n"
+            f"  metrics    {base}:{{{settings.collector_port},{settings.report_port},9101-9105}}"
+            "/metrics\n"
             f"  tenant     demo\n"
             f"  api key    {key}\n"
             f"Ctrl-C stops everything.\n",

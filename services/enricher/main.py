@@ -4,13 +4,11 @@ from functools import partial
 
 from services.enricher.handler import EnricherDeps, handle
 from shared.aws import open_aws
-from shared.service import queue_worker
+from shared.service import queue_worker, run_workers
 from shared.settings import Settings
-from shared.worker import stop_event_on_signals
 
 
 async def run(settings: Settings) -> None:
-    stop = stop_event_on_signals()
     async with open_aws(settings) as aws:
         topic = await aws.sns.create_topic(Name=settings.topic)  # idempotent: returns the ARN
         deps = EnricherDeps(
@@ -19,4 +17,4 @@ async def run(settings: Settings) -> None:
         worker = await queue_worker(
             aws.sqs, settings, settings.enricher_queue, partial(handle, deps)
         )
-        await worker.run(stop)
+        await run_workers(settings, aws, [worker])

@@ -4,14 +4,12 @@ from functools import partial
 
 from services.filter.handler import FilterDeps, handle
 from shared.aws import open_aws
-from shared.service import queue_worker
+from shared.service import queue_worker, run_workers
 from shared.settings import Settings
-from shared.worker import stop_event_on_signals
 
 
 async def run(settings: Settings) -> None:
-    stop = stop_event_on_signals()
     async with open_aws(settings) as aws:
         deps = FilterDeps(s3=aws.s3, bucket=settings.bucket)
         worker = await queue_worker(aws.sqs, settings, settings.filter_queue, partial(handle, deps))
-        await worker.run(stop)
+        await run_workers(settings, aws, [worker])

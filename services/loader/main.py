@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from functools import partial
 
 from services.loader import realtime, reports
 from shared.aws import open_aws
 from shared.db import make_engine
-from shared.service import queue_worker
+from shared.service import queue_worker, run_workers
 from shared.settings import Settings
-from shared.worker import stop_event_on_signals
 
 
 async def run(settings: Settings) -> None:
-    stop = stop_event_on_signals()
     engine = make_engine(settings.require_database_url())
     try:
         async with open_aws(settings) as aws:
@@ -33,6 +30,6 @@ async def run(settings: Settings) -> None:
                     aws.sqs, settings, settings.reports_queue, partial(reports.handle, rp)
                 ),
             ]
-            await asyncio.gather(*(w.run(stop) for w in workers))
+            await run_workers(settings, aws, workers)
     finally:
         await engine.dispose()

@@ -109,11 +109,14 @@ class ServiceProcesses:
             "report": f"http://127.0.0.1:{env['TELEMETRY_REPORT_PORT']}",
         }
 
-    def start(self, service: str, instance: int = 0) -> None:
+    def start(self, service: str, instance: int = 0, **env: str) -> None:
         log = (self.logs / f"{service}-{instance}.log").open("ab")
         self.files.append(log)
         self.procs[f"{service}-{instance}"] = subprocess.Popen(
-            [sys.executable, "-m", "telemetry.cli", service], env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", "telemetry.cli", service],
+            env={**self.env, **env},
+            stdout=log,
+            stderr=log,
         )
 
     def kill(self, service: str, instance: int = 0) -> None:
@@ -150,7 +153,12 @@ def services(
     """One process of each service."""
     group = ServiceProcesses(stack_env, tmp_path_factory.mktemp("logs"))
     for name in SERVICES:
-        group.start(name)
+        if name in ("collector", "report"):
+            group.start(name)
+        else:
+            port = str(free_port())
+            group.start(name, TELEMETRY_METRICS_PORT=port)
+            group.urls[f"{name}-metrics"] = f"http://127.0.0.1:{port}/metrics"
     try:
         group.wait_ready()
         yield group.urls

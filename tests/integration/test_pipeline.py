@@ -308,3 +308,30 @@ async def test_api_errors_follow_the_contract(
     assert await status("POST", events_url, ingester, content=b"{") == (400, "invalid_json")
     too_big = b"[" + b" " * (1024 * 1024) + b"]"
     assert await status("POST", events_url, ingester, content=too_big) == (413, "too_large")
+
+
+async def test_every_service_counts_its_aws_requests_on_metrics(
+    services: dict[str, str], new_key: KeyMaker, http: httpx.AsyncClient
+) -> None:
+    key = await new_key("e2e-metrics-endpoint")
+    b = recent_base()
+    created = event("e2e-metrics-endpoint", "T-m", "m1", "ticket_created", at(b, 0),
+                    channel="other", group_id="g")  # fmt: skip
+    await post(http, services["collector"], key, [created])
+    expected = {
+        "collector": 'operation="PutRecords"',
+        "dumper-metrics": 'operation="PutObject"',
+        "filter-metrics": 'outcome="done"',
+        "consolidator-metrics": 'operation="ListObjectsV2"',
+        "enricher-metrics": 'operation="Publish"',
+        "loader-metrics": 'queue="telemetry-load-realtime",outcome="done"',
+        "report": 'service="dynamodb"',
+    }
+    for name, needle in expected.items():
+        url = services[name] if name.endswith("metrics") else services[name] + "/metrics"
+
+        async def scrape(url: str = url) -> str:
+            return (await http.get(url)).text
+
+        text = await eventually(scrape, lambda t, needle=needle: needle in t)
+        assert "telemetry_aws_requests_total" in text
