@@ -70,4 +70,10 @@ def async_url(url: str) -> str:
 
 
 def make_engine(url: str) -> AsyncEngine:
-    return create_async_engine(async_url(url), pool_size=5, max_overflow=5, pool_pre_ping=True)
+    return create_async_engine(
+        async_url(url),
+        pool_size=5,
+        max_overflow=5,
+        pool_pre_ping=True,
+        connect_args={"command_timeout": 60},  # no statement may hold a worker forever
+    )

@@ -46,6 +46,14 @@ def new_batch_id() -> str:
     return f"{time.time_ns() // 1_000_000:013d}-{uuid.uuid4().hex[:12]}"
 
 
+def batch_time(batch: str) -> datetime:
+    """When the batch was written: the clock its checks must use to be repeatable."""
+    stamp = batch.split("-", 1)[0]
+    if not (stamp.isdigit() and len(stamp) == 13):
+        raise BadKeyError(f"batch id without a time: {batch!r}")
+    return datetime.fromtimestamp(int(stamp) / 1000, tz=UTC)
+
+
 def attempt_name(batch: str) -> str:
     return f"{batch}{ATTEMPT_SEP}{uuid.uuid4().hex[:8]}"
 

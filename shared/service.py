@@ -35,6 +35,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
         visibility_timeout_s=settings.visibility_timeout_s,
         max_receives=settings.max_receives,
         drain_timeout_s=settings.drain_timeout_s,
+        handler_timeout_s=settings.handler_timeout_s,
     )
 
 
@@ -75,6 +76,19 @@ async def serve_metrics(render: Callable[[], str], host: str, port: int) -> asyn
     return await asyncio.start_server(answer, host, port)
 
 
+async def serve_metrics_or_warn(
+    render: Callable[[], str], settings: Settings
+) -> asyncio.Server | None:
+    """Metrics are never worth a dead worker: a port in use is only a warning."""
+    try:
+        return await serve_metrics(render, settings.host, settings.metrics_port)
+    except OSError:
+        logging.getLogger(__name__).warning(
+            "cannot serve /metrics on port %d", settings.metrics_port, exc_info=True
+        )
+        return None
+
+
 async def run_workers(settings: Settings, aws: Aws, workers: list[Worker]) -> None:
     """Run queue workers until SIGTERM, with `/metrics` when a port is set."""
     stop = stop_event_on_signals()
@@ -84,7 +98,7 @@ async def run_workers(settings: Settings, aws: Aws, workers: list[Worker]) -> No
         def render() -> str:
             return aws.counter.prometheus() + "".join(w.prometheus() for w in workers)
 
-        server = await serve_metrics(render, settings.host, settings.metrics_port)
+        server = await serve_metrics_or_warn(render, settings)
     try:
         await asyncio.gather(*(w.run(stop) for w in workers))
     finally:
@@ -94,5 +108,8 @@ async def run_workers(settings: Settings, aws: Aws, workers: list[Worker]) -> No
 
 async def serve_http(app: FastAPI, host: str, port: int) -> None:
     """uvicorn handles SIGTERM/SIGINT itself and drains open requests."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", access_log=False,
+        timeout_graceful_shutdown=20,
+    )  # fmt: skip
     await uvicorn.Server(config).serve()

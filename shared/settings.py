@@ -58,8 +58,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=4, ge=1)
     worker_wait_s: int = Field(default=10, ge=0, le=20)
     visibility_timeout_s: int = Field(default=60, ge=5)
-    max_receives: int = Field(default=5, ge=1)
+    max_receives: int = Field(default=10, ge=1)
     drain_timeout_s: float = Field(default=30.0, gt=0)
+    handler_timeout_s: float = Field(default=300.0, gt=0)
 
     ticket_buckets: int = Field(default=2, ge=1, le=4096)
     compact_after: int = Field(default=6, ge=2)

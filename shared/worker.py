@@ -35,8 +35,9 @@ class WorkerOptions:
     concurrency: int = 4
     wait_s: int = 10
     visibility_timeout_s: int = 60
-    max_receives: int = 5
+    max_receives: int = 10
     drain_timeout_s: float = 30.0
+    handler_timeout_s: float = 300.0
 
 
 def object_keys(body: str) -> list[str]:
@@ -164,8 +165,9 @@ class Worker:
     async def _handle(self, message: dict[str, Any], count: int) -> str:
         receipt = message["ReceiptHandle"]
         try:
-            for key in object_keys(message["Body"]):
-                await self.handler(key)
+            async with asyncio.timeout(self.options.handler_timeout_s):
+                for key in object_keys(message["Body"]):
+                    await self.handler(key)
         except PoisonMessageError as exc:
             await self._dead_letter(message, f"poison: {exc}")
             return "dead_lettered"
@@ -196,7 +198,9 @@ class Worker:
                 log.warning("visibility extension failed", exc_info=True)
 
     async def _retry_later(self, receipt: str, count: int) -> None:
-        delay = min(2**count, self.options.visibility_timeout_s)
+        """Back off 5 s, 10 s, 20 s … up to 15 min: ten receives outlast an outage of
+        about half an hour before a message is parked in the DLQ."""
+        delay = min(5 * 2 ** (count - 1), 900)
         with contextlib.suppress(Exception):
             await self.sqs.change_message_visibility(
                 QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=delay

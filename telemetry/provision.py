@@ -65,26 +65,32 @@ async def ensure_queue(aws: Aws, settings: Settings, name: str) -> tuple[str, st
         "deadLetterTargetArn": await queue_arn(aws, dlq_url),
         "maxReceiveCount": settings.max_receives + 2,
     }
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": ["s3.amazonaws.com", "sns.amazonaws.com"]},
-                "Action": "sqs:SendMessage",
-                "Resource": arn,
-            }
-        ],
-    }
     await aws.sqs.set_queue_attributes(
         QueueUrl=url,
         Attributes={
             "VisibilityTimeout": str(settings.visibility_timeout_s),
             "RedrivePolicy": json.dumps(redrive),
-            "Policy": json.dumps(policy),
         },
     )
     return url, arn
+
+
+async def allow_sender(aws: Aws, queue: str, queue_arn: str, service: str, source_arn: str) -> None:
+    """Only our bucket (or topic) may send to the queue."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": source_arn}},
+            }
+        ],
+    }
+    url = (await aws.sqs.get_queue_url(QueueName=queue))["QueueUrl"]
+    await aws.sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
 
 
 async def ensure_topic(aws: Aws, settings: Settings, queue_arns: list[str]) -> str:
@@ -191,7 +197,14 @@ async def provision(aws: Aws, settings: Settings) -> None:
     arns: dict[str, str] = {}
     for name in settings.queue_names():
         _, arns[name] = await ensure_queue(aws, settings, name)
-    await ensure_topic(aws, settings, [arns[settings.realtime_queue], arns[settings.reports_queue]])
+    loader_queues = [settings.realtime_queue, settings.reports_queue]
+    topic_arn = await ensure_topic(aws, settings, [arns[q] for q in loader_queues])
+    for queue in settings.queue_names():
+        if queue in loader_queues:
+            await allow_sender(aws, queue, arns[queue], "sns.amazonaws.com", topic_arn)
+        else:
+            bucket_arn = f"arn:aws:s3:::{settings.bucket}"
+            await allow_sender(aws, queue, arns[queue], "s3.amazonaws.com", bucket_arn)
     await ensure_notifications(aws, settings, arns)
     for table, hash_key in (
         (settings.keys_table, "key_hash"),

@@ -9,6 +9,7 @@ as a child process, restarting any that dies. Ctrl-C or SIGTERM stops it all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -24,7 +25,7 @@ from telemetry.cli import SERVICES
 from telemetry.commands import create_key, provision_command
 
 DATA_DIR = Path(".telemetry")
-STOP_GRACE_S = 20.0
+STOP_GRACE_S = 45.0  # more than a worker's drain timeout
 # `/metrics` of the queue workers (the HTTP services serve it on their own port).
 METRICS_PORTS = {"dumper": 9101, "filter": 9102, "consolidator": 9103, "enricher": 9104,
                  "loader": 9105}  # fmt: skip
@@ -56,6 +57,7 @@ def start_moto(port: int) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # outlives Ctrl-C until the services have drained
     )
     wait_http(f"http://127.0.0.1:{port}/moto-api/", 30)
     return proc
@@ -90,7 +92,6 @@ class Supervisor:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self.children: dict[str, subprocess.Popen[bytes]] = {}
-        self.stopping = False
 
     def start(self, name: str) -> None:
         env = dict(self.env)
@@ -101,17 +102,15 @@ class Supervisor:
         )
 
     def watch(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: setattr(self, "stopping", True))
-        while not self.stopping:
-            time.sleep(0.5)
-            for name, proc in list(self.children.items()):
-                if proc.poll() is not None and not self.stopping:
-                    print(
-                        f"telemetry: {name} exited with {proc.returncode}; restarting", flush=True
-                    )
-                    time.sleep(1)
-                    self.start(name)
+        """Until Ctrl-C or SIGTERM (both raise KeyboardInterrupt, see `up`)."""
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(0.5)
+                for name, proc in list(self.children.items()):
+                    if proc.poll() is not None:
+                        print(f"telemetry: {name} exited with {proc.returncode}; restarting")
+                        time.sleep(1)
+                        self.start(name)
 
     def stop(self) -> None:
         for proc in self.children.values():
@@ -127,6 +126,8 @@ class Supervisor:
 
 
 def up() -> int:
+    # SIGTERM behaves as Ctrl-C from the first instant, so cleanup always runs.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     settings = Settings()
     if bool(settings.aws_endpoint_url) != bool(settings.database_url):
         print("telemetry up: set both AWS_ENDPOINT_URL and TELEMETRY_DATABASE_URL, or neither")
@@ -152,6 +153,8 @@ def up() -> int:
         for name in SERVICES:
             supervisor.start(name)
         base = f"http://{settings.host}"
+        wait_http(f"{base}:{settings.collector_port}/readyz", 60)
+        wait_http(f"{base}:{settings.report_port}/healthz", 60)
         print(
             f"\ntelemetry is up\n"
             f"  collector  {base}:{settings.collector_port}/v1/events\n"

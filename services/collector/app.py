@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from services.collector.stream import StreamUnavailableError, pack_records, put_all
 from shared.auth import ApiKey, KeyStore
 from shared.aws import open_aws
-from shared.events import InvalidEventError, Rejection, validate
+from shared.events import InvalidEventError, Rejection, canonical, validate
 from shared.http import (
     ApiError,
     ApiKeyDep,
@@ -49,6 +49,7 @@ def check_batch(body: bytes, api_key: ApiKey, now: datetime) -> tuple[list[bytes
             event = validate(raw, now)
             if event["tenant_id"] != api_key.tenant_id:
                 raise InvalidEventError("tenant_mismatch", "tenant_id is not the key's tenant")
+            canonical(event)  # what the filter will need: refuse now, not after the 202
         except InvalidEventError as exc:
             rid = event_id if isinstance(event_id, str) else None
             rejected.append(Rejection(i, rid, exc.code, exc.message))
@@ -65,9 +66,14 @@ async def post_events(
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
         raise ApiError(413, "too_large", "body exceeds 1 MiB")
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise ApiError(413, "too_large", "body exceeds 1 MiB")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():  # bounded even without Content-Length
+        size += len(part)
+        if size > MAX_BODY:
+            raise ApiError(413, "too_large", "body exceeds 1 MiB")
+        parts.append(part)
+    body = b"".join(parts)
     accepted, rejected = check_batch(body, api_key, datetime.now(UTC))
     if accepted:
         try:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.events import TENANT_RE
 from shared.layout import new_batch_id, raw_key
@@ -82,8 +82,13 @@ class Dumper:
         try:
             while not stop.is_set():
                 if time.monotonic() - last_refresh > 30:
-                    await self._refresh_shards()
-                    last_refresh = time.monotonic()
+                    try:
+                        await self._refresh_shards()
+                        last_refresh = time.monotonic()
+                    except (ClientError, BotoCoreError):
+                        log.exception("cannot list shards; trying again")
+                        await asyncio.sleep(1.0)
+                        continue
                 read = 0
                 for cursor in list(self.cursors.values()):
                     read += await self._read(cursor)
@@ -147,7 +152,7 @@ class Dumper:
                 if cursor.iterator is None:
                     return 0
             resp = await self.kinesis.get_records(ShardIterator=cursor.iterator, Limit=1000)
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             log.warning("shard %s: %s; reopening", cursor.shard_id, exc)
             cursor.iterator = None
             return 0

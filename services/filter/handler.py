@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -18,6 +18,7 @@ from shared.layout import (
     FILTERED,
     QUARANTINE,
     RAW,
+    batch_time,
     decode_ndjson_lines,
     encode_lines,
     encode_ndjson,
@@ -71,7 +72,8 @@ async def handle(deps: FilterDeps, key: str) -> None:
             encode_ndjson([{"reason": f"unreadable object {key}: {exc}", "line": None}]),
         )
         return
-    kept, refused = split_events(lines, tenant, datetime.now(UTC))
+    # The batch's own time, not this clock: a redelivery must write the same lines.
+    kept, refused = split_events(lines, tenant, batch_time(batch))
     if refused:
         await put_bytes(
             deps.s3, deps.bucket, stage_key(QUARANTINE, tenant, batch), encode_ndjson(refused)

@@ -107,13 +107,13 @@ def ticket_row(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def load_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> int:
-    """Upsert newer versions and their measurements; returns how many changed."""
-    if not records:
-        return 0
-    records = sorted(records, key=lambda r: (r["tenant_id"], r["ticket_id"]))  # lock order
+CHUNK = 1000  # tickets per statement: asyncpg takes at most 32,767 parameters
+
+
+def _upsert(records: list[dict[str, Any]]) -> Any:
+    """Insert or replace ticket rows, only by a higher version; returns the changed keys."""
     insert_stmt = pg_insert(tickets).values([ticket_row(r) for r in records])
-    stmt = insert_stmt.on_conflict_do_update(
+    return insert_stmt.on_conflict_do_update(
         index_elements=[tickets.c.tenant_id, tickets.c.ticket_id],
         set_={
             c: insert_stmt.excluded[c]
@@ -122,20 +122,30 @@ async def load_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> in
         },
         where=tickets.c.version < insert_stmt.excluded.version,
     ).returning(tickets.c.tenant_id, tickets.c.ticket_id)
+
+
+async def load_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> int:
+    """Upsert newer versions and their measurements, in one transaction; returns
+    how many tickets changed."""
+    records = sorted(records, key=lambda r: (r["tenant_id"], r["ticket_id"]))  # lock order
+    changed = 0
     async with engine.begin() as conn:
-        changed = {(row.tenant_id, row.ticket_id) for row in await conn.execute(stmt)}
-        fresh = [r for r in records if (r["tenant_id"], r["ticket_id"]) in changed]
-        for tenant in {t for t, _ in changed}:
-            await conn.execute(
-                delete(ticket_measures).where(
-                    ticket_measures.c.tenant_id == tenant,
-                    ticket_measures.c.ticket_id.in_([t for tt, t in changed if tt == tenant]),
+        for start in range(0, len(records), CHUNK):
+            chunk = records[start : start + CHUNK]
+            keys = {(row.tenant_id, row.ticket_id) for row in await conn.execute(_upsert(chunk))}
+            fresh = [r for r in chunk if (r["tenant_id"], r["ticket_id"]) in keys]
+            for tenant in {t for t, _ in keys}:
+                await conn.execute(
+                    delete(ticket_measures).where(
+                        ticket_measures.c.tenant_id == tenant,
+                        ticket_measures.c.ticket_id.in_([t for tt, t in keys if tt == tenant]),
+                    )
                 )
-            )
-        rows = [row for r in fresh for row in measures(r)]
-        if rows:
-            await conn.execute(insert(ticket_measures), rows)
-    return len(changed)
+            rows = [row for r in fresh for row in measures(r)]
+            if rows:
+                await conn.execute(insert(ticket_measures), rows)
+            changed += len(keys)
+    return changed
 
 
 async def handle(deps: ReportLoaderDeps, key: str) -> None:

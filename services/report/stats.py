@@ -50,23 +50,23 @@ def parse_date(value: str, name: str) -> date:
         raise ApiError(400, "invalid_date", f"{name} must be YYYY-MM-DD") from exc
 
 
+def _midnight(day: date, tz: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
+
+
 def day_range(start: date, end: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
     """[midnight of `start`, midnight after `end`) in `tz`, as UTC instants."""
     if start > end:
         raise ApiError(400, "invalid_range", "from is after to")
-    return (
-        datetime.combine(start, time(), tzinfo=tz).astimezone(UTC),
-        datetime.combine(end + timedelta(days=1), time(), tzinfo=tz).astimezone(UTC),
-    )
+    try:
+        return _midnight(start, tz), _midnight(end + timedelta(days=1), tz)
+    except OverflowError as exc:
+        raise ApiError(400, "invalid_date", "date out of range") from exc
 
 
 GRANULARITIES = ("hour", "day", "week", "month")
 MAX_POINTS = 20_000
 QUARTER_HOUR = timedelta(minutes=15)  # every offset in use is a multiple of it
-
-
-def _midnight(day: date, tz: ZoneInfo) -> datetime:
-    return datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
 
 
 def intervals(
@@ -79,6 +79,13 @@ def intervals(
     the points always add up to the summary of the range.
     """
     lo, hi = day_range(start, end, tz)
+    per_day = {"hour": 25, "day": 1, "week": 1 / 7, "month": 1 / 28}
+    if granularity not in per_day:
+        raise ApiError(400, "invalid_granularity", f"granularity must be one of {GRANULARITIES}")
+    if ((end - start).days + 1) * per_day[granularity] > MAX_POINTS + 2:
+        raise ApiError(
+            400, "too_many_points", f"at most {MAX_POINTS} points; use a coarser granularity"
+        )
     if granularity == "hour":
         labels = []
         t = lo

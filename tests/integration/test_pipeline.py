@@ -190,7 +190,7 @@ async def test_ticket_metrics_end_to_end(
 async def test_late_close_replaces_the_open_ticket(
     services: dict[str, str], new_key: KeyMaker, http: httpx.AsyncClient
 ) -> None:
-    tenant, ticket = "e2e-late", "T-late"
+    tenant, ticket = "e2e-late", "T/late"  # any id, even with a slash
     key = await new_key(tenant)
     b = recent_base()
     events = [
@@ -302,6 +302,18 @@ async def test_api_errors_follow_the_contract(
     )
     assert await status("GET", f"{base}/reports/summary", reader) == (400, "invalid_request")
     assert await status("GET", f"{base}/tickets/nope", reader) == (404, "not_found")
+    long_tenant = f"{report}/v1/tenants/{'x' * 80}/realtime"
+    assert await status("GET", long_tenant, reader) == (403, "forbidden")
+    far = {"from": "2026-01-01", "to": "9999-12-31"}
+    assert await status("GET", f"{base}/reports/summary", reader, params=far) == (
+        400,
+        "invalid_date",
+    )
+    huge = {"from": "0001-01-01", "to": "9000-12-31", "granularity": "hour"}
+    assert await status("GET", f"{base}/reports/timeseries", reader, params=huge) == (
+        400,
+        "too_many_points",
+    )
     events_url = f"{collector}/v1/events"
     assert await status("POST", events_url, reader, content=b"[]") == (403, "forbidden")
     assert await status("POST", events_url, ingester, content=b"[]") == (400, "invalid_batch")

@@ -93,13 +93,15 @@ def test_collector_accepts_valid_events_and_rejects_others_individually() -> Non
     key = ApiKey("acme", frozenset({"ingest"}))
     good = {"event_id": "e", "tenant_id": "acme", "ticket_id": "t", "type": "ticket_closed",
             "occurred_at": "2026-11-27T03:00:00Z"}  # fmt: skip
-    body = orjson.dumps([good, {**good, "tenant_id": "evil"}, 3, {**good, "type": "x"}])
+    huge = {**good, "attributes": {"n": 2**60}}  # valid JSON, but RFC 8785 cannot carry it
+    body = orjson.dumps([good, {**good, "tenant_id": "evil"}, 3, {**good, "type": "x"}, huge])
     accepted, rejected = check_batch(body, key, datetime(2026, 11, 27, 4, tzinfo=UTC))
     assert [orjson.loads(a)["occurred_at"] for a in accepted] == ["2026-11-27T03:00:00.000Z"]
     assert [(r.index, r.code) for r in rejected] == [
         (1, "tenant_mismatch"),
         (2, "not_an_object"),
         (3, "invalid_value"),
+        (4, "not_canonicalizable"),
     ]
     with pytest.raises(ApiError):
         check_batch(b"[]", key, datetime.now(UTC))
