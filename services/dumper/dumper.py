@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 log = logging.getLogger(__name__)
+MIN_READ_INTERVAL_S = 0.2
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Cursor:
     iterator: str | None
     read_seq: str | None  # last record read (maybe only buffered)
     saved_seq: str | None  # last record whose object is durable
+    next_read: float = 0.0  # Kinesis allows 5 GetRecords per shard per second
+    ended: bool = False  # a closed shard read to its end
 
 
 @dataclass
@@ -146,6 +149,9 @@ class Dumper:
         return resp.get("ShardIterator")
 
     async def _read(self, cursor: Cursor) -> int:
+        if cursor.ended or time.monotonic() < cursor.next_read:
+            return 0
+        cursor.next_read = time.monotonic() + MIN_READ_INTERVAL_S
         try:
             if cursor.iterator is None:
                 cursor.iterator = await self._iterator(cursor)
@@ -164,6 +170,7 @@ class Dumper:
                 log.error("record %s has no tenant; skipped", record["SequenceNumber"])
             cursor.read_seq = record["SequenceNumber"]
         cursor.iterator = resp.get("NextShardIterator")
+        cursor.ended = cursor.iterator is None  # resharded: its children take over
         return len(resp["Records"])
 
     async def flush(self) -> None:
