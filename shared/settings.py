@@ -64,6 +64,7 @@ class Settings(BaseSettings):
 
     ticket_buckets: int = Field(default=2, ge=1, le=4096)
     compact_after: int = Field(default=6, ge=2)
+    store_cache_lines: int = Field(default=500_000, ge=0)
 
     def queue_names(self) -> list[str]:
         return [

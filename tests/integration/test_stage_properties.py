@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.consolidator import handler as consolidator
-from services.consolidator.store import TicketStore
+from services.consolidator.store import ObjectCache, TicketStore
 from services.enricher import handler as enricher
 from services.enricher.handler import ticket_record
 from services.enricher.metrics import dedupe, evaluate
@@ -102,7 +102,7 @@ async def run_stages(
     await run_redelivered(
         partial(filter_stage.handle, filter_stage.FilterDeps(aws.s3, BUCKET)), raw, rng
     )
-    store = TicketStore(aws.s3, BUCKET, compact_after=3)
+    store = TicketStore(aws.s3, BUCKET, compact_after=3, cache=ObjectCache(200))
     deps = consolidator.ConsolidatorDeps(store=store, buckets=2)
     filtered = await new(FILTERED)
     await run_redelivered(partial(consolidator.handle, deps), filtered, rng)
