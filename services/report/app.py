@@ -53,6 +53,14 @@ SlaParam = Annotated[int, Query(ge=1, le=86_400)]
 router = APIRouter(prefix="/v1/tenants/{tenant_id}")
 
 
+def date_range(from_: FromParam, to: ToParam, tz: TzParam = "UTC") -> tuple[datetime, datetime]:
+    """`from`..`to` inclusive, in `tz`, as UTC instants."""
+    return day_range(parse_date(from_, "from"), parse_date(to, "to"), zone(tz))
+
+
+Range = Annotated[tuple[datetime, datetime], Depends(date_range)]
+
+
 def answer(request: Request, body: dict[str, Any], rows: list[dict[str, Any]]) -> Response:
     """JSON by default; CSV of `rows` when the client asks for text/csv."""
     if "text/csv" in request.headers.get("accept", ""):
@@ -65,17 +73,14 @@ async def summary(
     request: Request,
     tenant: Tenant,
     engine: EngineDep,
-    from_: FromParam,
-    to: ToParam,
-    tz: TzParam = "UTC",
+    dates: Range,
     group_id: str | None = None,
     agent_id: str | None = None,
     channel: str | None = None,
     sla_seconds: SlaParam = 60,
 ) -> Response:
-    start, end = day_range(parse_date(from_, "from"), parse_date(to, "to"), zone(tz))
     filters = queries.Filters(group_id=group_id, agent_id=agent_id, channel=channel)
-    [body] = await queries.summaries(engine, tenant, [start, end], filters, sla_seconds)
+    [body] = await queries.summaries(engine, tenant, list(dates), filters, sla_seconds)
     return answer(request, body, [body])
 
 
@@ -108,22 +113,14 @@ async def timeseries(
 
 
 @router.get("/reports/groups")
-async def groups(
-    request: Request, tenant: Tenant, engine: EngineDep, from_: FromParam, to: ToParam,
-    tz: TzParam = "UTC",
-) -> Response:  # fmt: skip
-    start, end = day_range(parse_date(from_, "from"), parse_date(to, "to"), zone(tz))
-    rows = await queries.groups(engine, tenant, start, end)
+async def groups(request: Request, tenant: Tenant, engine: EngineDep, dates: Range) -> Response:
+    rows = await queries.groups(engine, tenant, *dates)
     return answer(request, {"rows": rows}, rows)
 
 
 @router.get("/reports/agents")
-async def agents(
-    request: Request, tenant: Tenant, engine: EngineDep, from_: FromParam, to: ToParam,
-    tz: TzParam = "UTC",
-) -> Response:  # fmt: skip
-    start, end = day_range(parse_date(from_, "from"), parse_date(to, "to"), zone(tz))
-    rows = await queries.agents(engine, tenant, start, end)
+async def agents(request: Request, tenant: Tenant, engine: EngineDep, dates: Range) -> Response:
+    rows = await queries.agents(engine, tenant, *dates)
     return answer(request, {"rows": rows}, rows)
 
 
