@@ -1,9 +1,22 @@
-"""`telemetry simulate`: contact-centre traffic sent to the collector at a target rate.
+"""`telemetry simulate`: realistic contact-centre traffic sent to the collector at a target rate.
 
-Each simulated ticket is a full life: creation in a group, a bot greeting,
-queueing, assignment, a conversation, sometimes a transfer, sometimes an
-abandonment, close. Its events carry the times they happened in the last
-minutes; a few are re-sent, as real producers do.
+The traffic comes from the discrete-event model of `telemetry.traffic`: tenants
+whose groups of agents have limited room, so queues form; arrivals along a
+daily curve; bot messages, transfers, abandonments, reopens; a few events
+duplicated or delivered late, bodies slightly shuffled. The sender posts what
+is due at `--rate` events/s (never an event before it happens), retries a body
+answered 503 after its Retry-After, and with `--out` writes every event as sent
+(NDJSON, duplicates included) so a benchmark can replay the same traffic.
+
+Event times are the model's clock, which is the wall clock except at the start:
+the model starts ten minutes early, so that the first posts already show busy
+agents, queues and closing tickets, and its volume is such that, sent at
+`--rate`, it catches up with the wall clock by the end of the run. In a short
+run most events are therefore minutes old when sent; none is ever sent before
+it happens.
+
+`ticket_life` and `_life` are simpler, self-contained ticket lives kept for the
+tests and benchmarks that build their own traffic.
 """
 
 from __future__ import annotations
@@ -13,10 +26,12 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import orjson
@@ -24,10 +39,16 @@ from tqdm import tqdm
 
 from shared.events import format_ms, to_ms
 from shared.settings import Settings
-from telemetry.commands import create_key
+from telemetry.commands import UsageError, create_key
+from telemetry.traffic import Traffic
 
-BATCH = 200
 CHANNELS = ("whatsapp", "whatsapp", "webchat", "email", "other")
+TICK_S = 0.25  # the sender posts what is due this often
+MAX_PULL = 10_000  # most events taken at once
+MAX_RETRIES = 8  # of one body answered 503
+MAX_RETRY_AFTER_S = 30.0
+
+Sleep = Callable[[float], Awaitable[None]]
 
 
 def ticket_life(rng: random.Random, tenant: str, n: int, end: datetime) -> list[dict[str, Any]]:
@@ -84,54 +105,124 @@ def _life(rng: random.Random, tenant: str, n: int) -> list[dict[str, Any]]:
     return events
 
 
-def traffic(rng: random.Random, tenants: list[str]) -> Iterator[dict[str, Any]]:
-    """An endless, lightly shuffled stream with about 2% duplicates."""
-    n = 0
-    while True:
-        n += 1
-        events = ticket_life(rng, rng.choice(tenants), n, datetime.now(UTC))
-        rng.shuffle(events)
-        for event in events:
-            yield event
-            if rng.random() < 0.02:
-                yield event
+def write_ndjson(out: IO[bytes], events: Iterable[dict[str, Any]]) -> None:
+    out.write(b"".join(orjson.dumps(e) + b"\n" for e in events))
+
+
+def read_ndjson(path: Path) -> list[dict[str, Any]]:
+    with path.open("rb") as f:
+        return [orjson.loads(line) for line in f if line.strip()]
+
+
+def retry_after_s(resp: httpx.Response, default: float = 1.0) -> float:
+    """Seconds to wait from a Retry-After header (seconds or HTTP date), within bounds."""
+    value = resp.headers.get("Retry-After")
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError):
+            return default
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+@dataclass
+class SendStats:
+    sent: int = 0
+    bodies: int = 0
+    retries: int = 0
+    rejected: int = 0
+
+
+async def post_body(
+    client: httpx.AsyncClient, key: str, body: bytes, stats: SendStats, sleep: Sleep
+) -> None:
+    """POST one body; a 503 is retried with the same body after its Retry-After."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    for attempt in range(MAX_RETRIES + 1):
+        resp = await client.post("/v1/events", content=body, headers=headers)
+        if resp.status_code != 503 or attempt == MAX_RETRIES:
+            break
+        stats.retries += 1
+        await sleep(retry_after_s(resp))
+    resp.raise_for_status()
+    stats.rejected += len(resp.json()["rejected"])
+    stats.bodies += 1
+
+
+async def send_traffic(
+    traffic: Traffic,
+    client: httpx.AsyncClient,
+    keys: dict[str, str],
+    *,
+    rate: float,
+    duration: float,
+    out: IO[bytes] | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Sleep = asyncio.sleep,
+    progress: bool = True,
+) -> SendStats:
+    """Post what `traffic` has due, `rate` events/s, until `rate * duration` are sent.
+
+    It stops earlier when the time is up and the model has nothing more due; then
+    whatever is still held back (late events, pending duplicates) is sent.
+    """
+    total = max(1, round(rate * duration))
+    stats = SendStats()
+    with tqdm(total=total, unit="ev", desc="simulate", disable=not progress) as bar:
+
+        async def post(events: list[dict[str, Any]]) -> None:
+            for tenant, body in traffic.bodies(events):
+                await post_body(client, keys[tenant], orjson.dumps(body), stats, sleep)
+                if out is not None:
+                    write_ndjson(out, body)
+            stats.sent += len(events)
+            bar.update(len(events))
+            bar.set_postfix(retries=stats.retries, rejected=stats.rejected, refresh=False)
+
+        start = clock()
+        while stats.sent < total:
+            now = clock()
+            wanted = min(MAX_PULL, min(total, int(rate * (now - start + TICK_S))) - stats.sent)
+            events = traffic.pull(int(now * 1000), wanted) if wanted > 0 else []
+            if events:
+                await post(events)
+            if len(events) < wanted:  # the model holds back, not the pace
+                if now - start >= duration:
+                    break
+                await sleep(TICK_S)
+            else:  # about a tick, until the pace allows a tick's worth of events
+                await sleep(max(start + stats.sent / rate - clock(), TICK_S / 10))
+        rest = traffic.flush()
+        if rest:
+            bar.total = stats.sent + len(rest)
+            await post(rest)
+    return stats
 
 
 async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.tenants < 1 or args.rate <= 0 or args.duration <= 0:
+        raise UsageError("--tenants, --rate and --duration must be positive")
     rng = random.Random(args.seed)
     tenants = [f"sim-{i + 1}" for i in range(args.tenants)]
     keys = {t: await create_key(settings, t, "ingest,read") for t in tenants}
     url = args.collector or f"http://127.0.0.1:{settings.collector_port}"
-    total = int(args.rate * args.duration)
-    stream = traffic(rng, tenants)
-    sent = rejected = 0
-    started = time.monotonic()
+    traffic = Traffic(rng, tenants, args.rate, args.duration, int(time.time() * 1000))
     with contextlib.ExitStack() as files:
         out = files.enter_context(Path(args.out).open("wb")) if args.out else None  # noqa: ASYNC230
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            with tqdm(total=total, unit="ev", desc="simulate") as bar:
-                while sent < total:
-                    batch = [next(stream) for _ in range(min(BATCH, total - sent))]
-                    by_tenant: dict[str, list[dict[str, Any]]] = {}
-                    for event in batch:
-                        by_tenant.setdefault(event["tenant_id"], []).append(event)
-                    for tenant, events in by_tenant.items():
-                        resp = await client.post(
-                            "/v1/events",
-                            content=orjson.dumps(events),
-                            headers={"Authorization": f"Bearer {keys[tenant]}",
-                                     "Content-Type": "application/json"},
-                        )  # fmt: skip
-                        resp.raise_for_status()
-                        rejected += len(resp.json()["rejected"])
-                        if out:
-                            out.write(b"".join(orjson.dumps(e) + b"\n" for e in events))
-                    sent += len(batch)
-                    bar.update(len(batch))
-                    ahead = sent / args.rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
-    print(f"sent {sent} events for tenants {', '.join(tenants)}; {rejected} rejected")
+            stats = await send_traffic(
+                traffic, client, keys, rate=args.rate, duration=args.duration, out=out
+            )
+    model = traffic.model.stats
+    print(f"sent {stats.sent} events in {stats.bodies} bodies for tenants {', '.join(tenants)}; "
+          f"{stats.rejected} rejected, {stats.retries} retries after 503")  # fmt: skip
+    print(f"  tickets {model['tickets']}, abandoned {model['abandoned']}, transfers "
+          f"{model['transfers']}, reopens {model['reopens']}; duplicates "
+          f"{traffic.stats['duplicates']}, late {traffic.stats['late']}")  # fmt: skip
     for tenant, key in keys.items():
         print(f"  {tenant}: {key}")
     return 0
