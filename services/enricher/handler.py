@@ -65,22 +65,8 @@ def ticket_record(tenant: str, ticket_id: str, version: int, r: TicketResult) ->
             "queue_since": r.queue_since,
             "messages": r.messages,
             "replies": r.replies,
-            "group_stints": [
-                [
-                    s.group_id,
-                    s.started_at,
-                    s.ended_at,
-                    s.queue_time_ms,
-                    s.answered,
-                    s.abandoned,
-                    s.transferred_out,
-                ]
-                for s in r.group_stints
-            ],
-            "agent_stints": [
-                [s.agent_id, s.started_at, s.ended_at, s.handle_time_ms, s.messages]
-                for s in r.agent_stints
-            ],
+            "group_stints": [s.row() for s in r.group_stints],
+            "agent_stints": [s.row() for s in r.agent_stints],
         },
     }
 

@@ -48,6 +48,11 @@ class GroupStint:
     abandoned: bool = False
     transferred_out: bool = False
 
+    def row(self) -> tuple[str, int, int | None, int, bool, bool, bool]:
+        """The stint in ms, as the loaders store it."""
+        return (self.group_id, self.started_at, self.ended_at, self.queue_time_ms,
+                self.answered, self.abandoned, self.transferred_out)  # fmt: skip
+
     def to_json(self) -> dict[str, Any]:
         return {
             "group_id": self.group_id,
@@ -67,6 +72,10 @@ class AgentStint:
     ended_at: int | None = None
     handle_time_ms: int = 0
     messages: int = 0
+
+    def row(self) -> tuple[str, int, int | None, int, int]:
+        """The stint in ms, as the loaders store it."""
+        return (self.agent_id, self.started_at, self.ended_at, self.handle_time_ms, self.messages)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -86,25 +86,12 @@ def run(*events: dict[str, Any]) -> TicketResult:
 
 def gstints(r: TicketResult) -> list[tuple[Any, ...]]:
     """(group, start, end, queue ms, answered, abandoned, transferred_out) of each group stint."""
-    return [
-        (
-            s.group_id,
-            s.started_at,
-            s.ended_at,
-            s.queue_time_ms,
-            s.answered,
-            s.abandoned,
-            s.transferred_out,
-        )
-        for s in r.group_stints
-    ]
+    return [s.row() for s in r.group_stints]
 
 
 def astints(r: TicketResult) -> list[tuple[Any, ...]]:
     """(agent, start, end, handle ms, messages) of each agent stint."""
-    return [
-        (s.agent_id, s.started_at, s.ended_at, s.handle_time_ms, s.messages) for s in r.agent_stints
-    ]
+    return [s.row() for s in r.agent_stints]
 
 
 def order(r: TicketResult) -> list[str]:
