@@ -77,6 +77,10 @@ def by_ticket(lines: Iterable[EventLine]) -> Tickets:
     return {token: tuple(events) for token, events in grouped.items()}
 
 
+def decode_object(blob: bytes) -> Tickets:
+    return by_ticket(decode_lines(blob))
+
+
 @dataclass(frozen=True)
 class TicketStore:
     s3: S3Client
@@ -113,7 +117,9 @@ class TicketStore:
             except ObjectMissingError:
                 continue  # compacted away under us
             for key, blob in zip(missing, blobs, strict=True):
-                objects[key] = decoded = by_ticket(decode_lines(blob))
+                # Off the event loop, so other messages' heartbeats keep their beat.
+                decoded = await asyncio.to_thread(decode_object, blob)
+                objects[key] = decoded
                 self.cache.put(key, decoded)
             return {k: v for k, v in objects.items() if v is not None}
         raise StoreRaceError(f"{prefix}: objects kept vanishing")

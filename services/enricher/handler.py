@@ -6,6 +6,7 @@ message, so the two loaders receive batches, not tickets.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -122,7 +123,9 @@ async def handle(deps: EnricherDeps, key: str) -> None:
     own_key = stage_key(FILTERED, tenant, batch_of(name))
     own = set(decode_lines(await get_bytes(deps.s3, deps.bucket, own_key)))
     out_key = stage_key(ENRICHED, tenant, name)
-    await put_bytes(deps.s3, deps.bucket, out_key, encode_ndjson(enrich(tenant, lines, own)))
+    # CPU-bound: off the event loop, so other messages' heartbeats keep their beat.
+    body = await asyncio.to_thread(lambda: encode_ndjson(enrich(tenant, lines, own)))
+    await put_bytes(deps.s3, deps.bucket, out_key, body)
     await deps.sns.publish(
         TopicArn=deps.topic_arn,
         Message=orjson.dumps({"keys": [out_key]}).decode(),
