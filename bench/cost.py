@@ -32,7 +32,7 @@ import orjson
 
 from services.collector.stream import pack_records, put_all
 from services.consolidator import handler as consolidator
-from services.consolidator.store import TicketStore
+from services.consolidator.store import make_store
 from services.dumper.dumper import Dumper, DumperConfig
 from services.enricher import handler as enricher
 from services.filter import handler as filter_stage
@@ -136,7 +136,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
         config = DumperConfig(settings.stream, settings.bucket, settings.checkpoints_table,
                               settings.buffer_max_bytes, settings.buffer_max_age_s,
                               settings.dumper_idle_poll_s)  # fmt: skip
-        store = TicketStore(aws.s3, settings.bucket, settings.compact_after)
+        store = make_store(aws.s3, settings)
         topic = (await aws.sns.create_topic(Name=settings.topic))["TopicArn"]
         filter_deps = filter_stage.FilterDeps(aws.s3, settings.bucket)
         consolidator_deps = consolidator.ConsolidatorDeps(store, settings.ticket_buckets)

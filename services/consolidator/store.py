@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from shared.layout import decode_lines, encode_lines, new_batch_id, store_prefix
 from shared.objects import ObjectMissingError, delete_keys, get_bytes, list_keys, put_bytes
+from shared.settings import Settings
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -133,3 +134,12 @@ class TicketStore:
         )
         await delete_keys(self.s3, self.bucket, keys)
         self.cache.drop(keys)
+
+
+def make_store(s3: S3Client, settings: Settings) -> TicketStore:
+    return TicketStore(
+        s3=s3,
+        bucket=settings.bucket,
+        compact_after=settings.compact_after,
+        cache=ObjectCache(settings.store_cache_lines),
+    )
