@@ -178,10 +178,10 @@ def report(
     counts: Counter[tuple[str, str]], events: int, puts: Counter[str], args: argparse.Namespace
 ) -> None:
     per_k = 1000 / events
-    per_object = args.rate * args.buffer_age / args.tenants
+    per_object = events / max(puts[RAW], 1)
     print(f"\n# AWS requests per 1,000 events: {events} events, {args.tenants} tenants, "
-          f"{args.rate:.0f} events/s, {args.buffer_age:g} s buffers "
-          f"(about {per_object:.0f} events per raw object), other settings default\n")  # fmt: skip
+          f"{args.rate:.0f} events/s asked, {args.buffer_age:g} s buffers, "
+          f"{per_object:.0f} events per raw object; other settings default\n")  # fmt: skip
     print("| service | operation | per 1,000 events | USD per million events |")
     print("|---|---|---:|---:|")
     total = 0.0
