@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install up test lint typecheck unit integration compose-check bench clean
+.PHONY: install up test lint typecheck unit integration compose-check bench bench-cost clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,9 @@ compose-check:
 
 bench: install
 	$(BIN)/python -m bench.engine
+
+bench-cost: install
+	$(BIN)/python -m bench.cost --rate 200 --buffer-age 25 --seconds 100
 
 clean:
 	rm -rf $(VENV) .telemetry .pytest_cache .mypy_cache .ruff_cache
