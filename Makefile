@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install up test lint typecheck unit integration compose-check bench bench-cost clean
+.PHONY: install up test lint typecheck unit integration compose-check bench bench-cost bench-baseline clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench: install
 
 bench-cost: install
 	$(BIN)/python -m bench.cost --rate 200 --buffer-age 25 --seconds 100
+
+bench-baseline: install
+	$(BIN)/python -m bench.baseline
 
 clean:
 	rm -rf $(VENV) .telemetry .pytest_cache .mypy_cache .ruff_cache
