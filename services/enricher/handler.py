@@ -72,7 +72,7 @@ def ticket_record(tenant: str, ticket_id: str, version: int, r: TicketResult) ->
     }
 
 
-def changes_realtime(r: TicketResult, variants: list[bytes], own: list[bytes]) -> bool:
+def changes_realtime(r: TicketResult, conflicting: bool, own: list[bytes]) -> bool:
     """Whether the batch's own lines can change the ticket's real-time item.
 
     Only customer and bot messages, and agent messages after the first
@@ -85,7 +85,7 @@ def changes_realtime(r: TicketResult, variants: list[bytes], own: list[bytes]) -
     """
     if r.partial:
         return False
-    if len({orjson.loads(v)["event_id"] for v in variants}) != len(variants):
+    if conflicting:
         return True
     for line in own:
         e = orjson.loads(line)
@@ -112,7 +112,8 @@ def enrich(
         events, version = dedupe(variants)
         r = evaluate(events)
         record = ticket_record(tenant, orjson.loads(token), version, r)
-        record["realtime"] = changes_realtime(r, variants, own_by_ticket[token])
+        # Fewer events than variants: some event id came with differing content.
+        record["realtime"] = changes_realtime(r, len(events) != version, own_by_ticket[token])
         records.append(record)
     return records
 
