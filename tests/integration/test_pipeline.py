@@ -287,37 +287,29 @@ async def test_api_errors_follow_the_contract(
         resp = await http.request(method, url, headers=headers, **kw)
         return resp.status_code, resp.json()["error"]["code"]
 
-    assert await status("GET", f"{base}/realtime", None) == (401, "unauthorized")
-    assert await status("GET", f"{base}/realtime", "tlm_unknown") == (401, "unauthorized")
-    assert await status("GET", f"{base}/realtime", ingester) == (403, "forbidden")
-    assert await status("GET", f"{report}/v1/tenants/acme/realtime", reader) == (403, "forbidden")
-    assert await status("GET", f"{base}/reports/summary", reader, params=params) == (
-        400,
-        "invalid_range",
-    )
-    bad_tz = {"from": "2026-01-01", "to": "2026-01-01", "tz": "Mars/Olympus"}
-    assert await status("GET", f"{base}/reports/summary", reader, params=bad_tz) == (
-        400,
-        "invalid_tz",
-    )
-    assert await status("GET", f"{base}/reports/summary", reader) == (400, "invalid_request")
-    assert await status("GET", f"{base}/tickets/nope", reader) == (404, "not_found")
-    long_tenant = f"{report}/v1/tenants/{'x' * 80}/realtime"
-    assert await status("GET", long_tenant, reader) == (403, "forbidden")
-    far = {"from": "2026-01-01", "to": "9999-12-31"}
-    assert await status("GET", f"{base}/reports/summary", reader, params=far) == (
-        400,
-        "invalid_date",
-    )
-    huge = {"from": "0001-01-01", "to": "9000-12-31", "granularity": "hour"}
-    assert await status("GET", f"{base}/reports/timeseries", reader, params=huge) == (
-        400,
-        "too_many_points",
-    )
-    events_url = f"{collector}/v1/events"
-    assert await status("POST", events_url, reader, content=b"[]") == (403, "forbidden")
-    assert await status("POST", events_url, ingester, content=b"[]") == (400, "invalid_batch")
-    assert await status("POST", events_url, ingester, content=b"{") == (400, "invalid_json")
+    summary, events_url = f"{base}/reports/summary", f"{collector}/v1/events"
+    day = {"from": "2026-01-01", "to": "2026-01-01"}
+    cases: list[tuple[str, str, str | None, dict[str, Any], tuple[int, str]]] = [
+        ("GET", f"{base}/realtime", None, {}, (401, "unauthorized")),
+        ("GET", f"{base}/realtime", "tlm_unknown", {}, (401, "unauthorized")),
+        ("GET", f"{base}/realtime", ingester, {}, (403, "forbidden")),
+        ("GET", f"{report}/v1/tenants/acme/realtime", reader, {}, (403, "forbidden")),
+        ("GET", f"{report}/v1/tenants/{'x' * 80}/realtime", reader, {}, (403, "forbidden")),
+        ("GET", summary, reader, {"params": params}, (400, "invalid_range")),
+        ("GET", summary, reader, {"params": {**day, "tz": "Mars/Olympus"}}, (400, "invalid_tz")),
+        ("GET", summary, reader, {}, (400, "invalid_request")),
+        ("GET", summary, reader, {"params": {"from": "2026-01-01", "to": "9999-12-31"}},
+         (400, "invalid_date")),
+        ("GET", f"{base}/reports/timeseries", reader,
+         {"params": {"from": "0001-01-01", "to": "9000-12-31", "granularity": "hour"}},
+         (400, "too_many_points")),
+        ("GET", f"{base}/tickets/nope", reader, {}, (404, "not_found")),
+        ("POST", events_url, reader, {"content": b"[]"}, (403, "forbidden")),
+        ("POST", events_url, ingester, {"content": b"[]"}, (400, "invalid_batch")),
+        ("POST", events_url, ingester, {"content": b"{"}, (400, "invalid_json")),
+    ]  # fmt: skip
+    for method, url, key, kw, expected in cases:
+        assert await status(method, url, key, **kw) == expected, (method, url, kw)
     too_big = b"[" + b" " * (1024 * 1024) + b"]"
     assert await status("POST", events_url, ingester, content=too_big) == (413, "too_large")
 
