@@ -5,6 +5,7 @@ Alembic migrations in `migrations/` create exactly these tables.
 
 from __future__ import annotations
 
+import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -14,9 +15,11 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     Table,
     Text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 metadata = MetaData()
@@ -35,10 +38,24 @@ tickets = Table(
     Column("created_at", DateTime(timezone=True)),
     Column("closed_at", DateTime(timezone=True)),
     Column("doc", JSON, nullable=False),
+    # The ticket's metrics as columns, for ad-hoc SQL over tickets.
+    Column("first_assigned_at", DateTime(timezone=True)),
+    Column("first_response_at", DateTime(timezone=True)),
+    Column("wait_time_ms", BigInteger),
+    Column("first_response_time_ms", BigInteger),
+    Column("handle_time_ms", BigInteger),
+    Column("resolution_time_ms", BigInteger),
+    Column("abandoned", Boolean),
+    Column("transfers", Integer),
+    Column("customer_messages", Integer),
+    Column("agent_messages", Integer),
+    Column("bot_messages", Integer),
+    Index("ix_tickets_tenant_created", "tenant_id", "created_at"),
 )
 
 # Every measurement of a ticket at the (effective) time it completes, replaced
-# as a whole whenever the ticket's version grows. Reports aggregate these.
+# as a whole whenever the ticket's version grows: the ledger from which the
+# loader retracts a ticket's old contribution to the rollups.
 ticket_measures = Table(
     "ticket_measures",
     metadata,
@@ -56,8 +73,24 @@ ticket_measures = Table(
     Column("answered", Boolean),
     Column("abandoned", Boolean),
     Column("transferred_out", Boolean),
-    Index("ix_ticket_measures_tenant_at", "tenant_id", "at"),
     Index("ix_ticket_measures_tenant_ticket", "tenant_id", "ticket_id"),
+)
+
+
+# Per (tenant, dimension value, time bucket, kind): count, sum and a sparse
+# histogram {bin: count} (shared/histogram.py). Reports read only these.
+rollups = Table(
+    "rollups",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("dim", Text, primary_key=True),
+    Column("level", SmallInteger, primary_key=True),
+    Column("bucket", DateTime(timezone=True), primary_key=True),
+    Column("dim_value", Text, primary_key=True),
+    Column("kind", Text, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("hist", JSONB, nullable=False),
 )
 
 
@@ -76,4 +109,6 @@ def make_engine(url: str) -> AsyncEngine:
         max_overflow=5,
         pool_pre_ping=True,
         connect_args={"command_timeout": 60},  # no statement may hold a worker forever
+        json_serializer=lambda v: orjson.dumps(v).decode(),
+        json_deserializer=orjson.loads,
     )

@@ -1,8 +1,10 @@
 """Report loader: an enriched batch into PostgreSQL, one transaction per batch.
 
-A ticket row is replaced only by a higher version (its event set only grows),
-and its measurements are replaced in the same transaction, so a redelivered or
-concurrent batch can never count a ticket twice or bring back an old version.
+A ticket row is replaced only by a higher version (its event set only grows).
+In the same transaction, under that row's lock, its old measurements are
+deleted from the ledger and retracted from the rollups, and the new ones are
+inserted and added: a redelivered or concurrent batch can never count a ticket
+twice or bring back an old version.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from services.loader.rollups import Key, apply, contribution
 from shared.db import ticket_measures, tickets
 from shared.layout import ENRICHED, decode_ndjson_lines, expect_key
 from shared.objects import get_bytes
@@ -93,6 +96,7 @@ def measures(rec: dict[str, Any]) -> list[dict[str, Any]]:
 
 def ticket_row(rec: dict[str, Any]) -> dict[str, Any]:
     f = rec["facts"]
+    m = rec["metrics"]
     return {
         "tenant_id": rec["tenant_id"],
         "ticket_id": rec["ticket_id"],
@@ -104,6 +108,17 @@ def ticket_row(rec: dict[str, Any]) -> dict[str, Any]:
         "created_at": _ts(f["created_at"]),
         "closed_at": _ts(f["closed_at"]),
         "doc": {k: rec[k] for k in ("metrics", "group_stints", "agent_stints", "events")},
+        "first_assigned_at": _ts(f["first_assigned_at"]),
+        "first_response_at": _ts(f["first_response_at"]),
+        "wait_time_ms": m["wait_time_ms"],
+        "first_response_time_ms": m["first_response_time_ms"],
+        "handle_time_ms": m["handle_time_ms"],
+        "resolution_time_ms": m["resolution_time_ms"],
+        "abandoned": m["abandoned"],
+        "transfers": m["transfers"],
+        "customer_messages": m["customer_messages"],
+        "agent_messages": m["agent_messages"],
+        "bot_messages": m["bot_messages"],
     }
 
 
@@ -125,26 +140,37 @@ def _upsert(records: list[dict[str, Any]]) -> Any:
 
 
 async def load_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> int:
-    """Upsert newer versions and their measurements, in one transaction; returns
-    how many tickets changed."""
+    """Upsert newer versions, their measurements and their rollup deltas, in one
+    transaction; returns how many tickets changed."""
     records = sorted(records, key=lambda r: (r["tenant_id"], r["ticket_id"]))  # lock order
     changed = 0
+    deltas: dict[str, dict[Key, Any]] = {}
     async with engine.begin() as conn:
         for start in range(0, len(records), CHUNK):
             chunk = records[start : start + CHUNK]
             keys = {(row.tenant_id, row.ticket_id) for row in await conn.execute(_upsert(chunk))}
-            fresh = [r for r in chunk if (r["tenant_id"], r["ticket_id"]) in keys]
-            for tenant in {t for t, _ in keys}:
-                await conn.execute(
-                    delete(ticket_measures).where(
-                        ticket_measures.c.tenant_id == tenant,
-                        ticket_measures.c.ticket_id.in_([t for tt, t in keys if tt == tenant]),
-                    )
-                )
-            rows = [row for r in fresh for row in measures(r)]
+            if not keys:
+                continue
+            old = await conn.execute(
+                delete(ticket_measures)
+                .where(tuple_(ticket_measures.c.tenant_id, ticket_measures.c.ticket_id).in_(keys))
+                .returning(*ticket_measures.c)
+            )
+            for retracted in old.mappings():
+                contribution([retracted], -1, deltas.setdefault(retracted["tenant_id"], {}))
+            rows = [
+                row
+                for r in chunk
+                if (r["tenant_id"], r["ticket_id"]) in keys
+                for row in measures(r)
+            ]
             if rows:
                 await conn.execute(insert(ticket_measures), rows)
+            for row in rows:
+                contribution([row], 1, deltas.setdefault(row["tenant_id"], {}))
             changed += len(keys)
+        for tenant in sorted(deltas):  # last, in key order: hot rows are held briefly
+            await apply(conn, tenant, deltas[tenant])
     return changed
 
 

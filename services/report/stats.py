@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared.histogram import rank
 from shared.http import ApiError
 
-PERCENTILES = (("p50_ms", 0.5), ("p90_ms", 0.9), ("p95_ms", 0.95))
+PERCENTILES = (("p50_ms", 50), ("p90_ms", 90), ("p95_ms", 95))
 
 
-def nearest_rank(sorted_values: Sequence[int], p: float) -> int:
+def nearest_rank(sorted_values: Sequence[int], percent: int) -> int:
     """The value of rank ceil(p*n), 1-based (SPEC §2)."""
-    rank = max(1, math.ceil(p * len(sorted_values)))
-    return sorted_values[rank - 1]
+    return sorted_values[rank(len(sorted_values), percent) - 1]
 
 
 def stats(values: Sequence[int]) -> dict[str, Any]:

@@ -64,9 +64,9 @@ def test_event_lines_round_trip_and_buckets_are_stable() -> None:
 
 def test_nearest_rank_percentiles() -> None:
     values = list(range(1, 21))  # 1..20
-    assert nearest_rank(values, 0.5) == 10
-    assert nearest_rank(values, 0.9) == 18
-    assert nearest_rank(values, 0.95) == 19
+    assert nearest_rank(values, 50) == 10
+    assert nearest_rank(values, 90) == 18
+    assert nearest_rank(values, 95) == 19
     assert stats([5]) == {"count": 1, "avg_ms": 5.0, "p50_ms": 5, "p90_ms": 5, "p95_ms": 5}
     assert stats([])["avg_ms"] is None
 

@@ -1,0 +1,75 @@
+"""Rollups for reports, typed per-ticket facts.
+
+Reports read `rollups` only; `ticket_measures` stays as the ledger the loader
+retracts a ticket's old contribution from, so it loses its time index. No
+deployment holds data from before this revision, so nothing is backfilled.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+# Adds two sparse histograms {bin: [count, sum]}, dropping bins left empty.
+HIST_ADD = """
+CREATE FUNCTION hist_add(a jsonb, b jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT coalesce(jsonb_object_agg(k, jsonb_build_array(n, total)), '{}'::jsonb)
+  FROM (SELECT k, sum(n) AS n, sum(total) AS total
+        FROM (SELECT key AS k, (value->>0)::bigint AS n, (value->>1)::bigint AS total
+              FROM jsonb_each(a)
+              UNION ALL
+              SELECT key, (value->>0)::bigint, (value->>1)::bigint FROM jsonb_each(b)) AS bins
+        GROUP BY k HAVING sum(n) <> 0) AS merged
+$$
+"""
+
+FACTS = (
+    ("first_assigned_at", sa.DateTime(timezone=True)),
+    ("first_response_at", sa.DateTime(timezone=True)),
+    ("wait_time_ms", sa.BigInteger),
+    ("first_response_time_ms", sa.BigInteger),
+    ("handle_time_ms", sa.BigInteger),
+    ("resolution_time_ms", sa.BigInteger),
+    ("abandoned", sa.Boolean),
+    ("transfers", sa.Integer),
+    ("customer_messages", sa.Integer),
+    ("agent_messages", sa.Integer),
+    ("bot_messages", sa.Integer),
+)
+
+
+def upgrade() -> None:
+    op.execute(HIST_ADD)
+    op.create_table(
+        "rollups",
+        sa.Column("tenant_id", sa.Text, primary_key=True),
+        sa.Column("dim", sa.Text, primary_key=True),
+        sa.Column("level", sa.SmallInteger, primary_key=True),
+        sa.Column("bucket", sa.DateTime(timezone=True), primary_key=True),
+        sa.Column("dim_value", sa.Text, primary_key=True),
+        sa.Column("kind", sa.Text, primary_key=True),
+        sa.Column("n", sa.BigInteger, nullable=False),
+        sa.Column("total", sa.BigInteger, nullable=False),
+        sa.Column("hist", JSONB, nullable=False),
+    )
+    for name, type_ in FACTS:
+        op.add_column("tickets", sa.Column(name, type_))
+    op.create_index("ix_tickets_tenant_created", "tickets", ["tenant_id", "created_at"])
+    op.drop_index("ix_ticket_measures_tenant_at", "ticket_measures")
+
+
+def downgrade() -> None:
+    op.create_index("ix_ticket_measures_tenant_at", "ticket_measures", ["tenant_id", "at"])
+    op.drop_index("ix_tickets_tenant_created", "tickets")
+    for name, _ in reversed(FACTS):
+        op.drop_column("tickets", name)
+    op.drop_table("rollups")
+    op.execute("DROP FUNCTION hist_add(jsonb, jsonb)")

@@ -1,0 +1,107 @@
+"""Histograms, time buckets and rollup contributions: the arithmetic reports rest on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from zoneinfo import ZoneInfo
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.loader.rollups import combo, contribution
+from services.report.stats import day_range, nearest_rank
+from shared.histogram import EDGES, SLA_SECONDS, at_most, merge, of_values, percentile
+from shared.timebuckets import LEVEL_SECONDS, buckets_of, decompose, epoch_s
+
+values = st.lists(st.integers(min_value=0, max_value=10**10), min_size=1, max_size=300)
+
+
+def hist_of(vs: list[int]) -> dict[int, list[int]]:
+    return of_values(vs)
+
+
+@given(values, st.sampled_from([50, 90, 95]))
+def test_percentile_is_within_two_percent_of_the_nearest_rank(vs: list[int], p: int) -> None:
+    exact = nearest_rank(sorted(vs), p)
+    approx = percentile(hist_of(vs), p)
+    assert approx is not None
+    assert abs(approx - exact) <= 0.02 * exact
+    if exact <= 250 or len(set(vs)) == 1:
+        assert approx == exact
+
+
+@given(values, st.sampled_from(SLA_SECONDS))
+def test_service_level_is_exact_at_every_contract_sla(vs: list[int], sla: int) -> None:
+    assert at_most(hist_of(vs), sla * 1000) == sum(v <= sla * 1000 for v in vs)
+
+
+@given(values, values)
+def test_merge_and_retract_are_exact(a: list[int], b: list[int]) -> None:
+    both = merge([hist_of(a), hist_of(b)])
+    assert both == hist_of(a + b)
+    assert merge([both, merge([hist_of(b)], sign=-1)]) == hist_of(a)
+
+
+def test_edges_are_strictly_increasing_and_narrow() -> None:
+    assert all(x < y for x, y in pairwise(EDGES))
+    assert all(y / (x + 1) <= 1.018 for x, y in pairwise(EDGES) if x >= 250)
+    assert {s * 1000 for s in SLA_SECONDS} <= set(EDGES)
+    assert len(EDGES) < 1500
+
+
+Measure = dict[str, object]
+quarters = st.integers(min_value=0, max_value=4 * 24 * 800)
+
+
+@given(quarters, quarters)
+def test_a_range_is_an_exact_union_of_aligned_buckets(a: int, b: int) -> None:
+    lo, hi = sorted((a * 900 + 1_600_000_000 // 900 * 900, b * 900 + 1_600_000_000 // 900 * 900))
+    pieces = decompose(lo, hi)
+    t = lo
+    for level, start in pieces:
+        assert start == t and start % LEVEL_SECONDS[level] == 0
+        t += LEVEL_SECONDS[level]
+    assert t == hi
+    assert len(pieces) <= 2 * (3 + 23 + 3 * 4) + 3
+
+
+def test_a_year_of_local_days_in_odd_zones_needs_few_buckets() -> None:
+    for tz in ("UTC", "America/Sao_Paulo", "Asia/Kathmandu", "Asia/Kolkata"):
+        lo, hi = day_range(datetime(2025, 1, 1).date(), datetime(2025, 12, 31).date(), ZoneInfo(tz))
+        assert len(decompose(epoch_s(lo), epoch_s(hi))) <= 60, tz
+
+
+def test_an_instant_falls_in_one_bucket_per_level() -> None:
+    t = datetime(2026, 3, 8, 13, 47, 12, tzinfo=UTC)
+    ms = epoch_s(t) * 1000 + 345
+    for level, start in buckets_of(ms):
+        assert start <= ms // 1000 < start + LEVEL_SECONDS[level]
+    assert buckets_of(ms)[0][1] == epoch_s(t.replace(minute=45, second=0))
+
+
+def measure(kind: str, at: datetime, value: int | None = None, **extra: object) -> Measure:
+    base = {"kind": kind, "at": at, "value_ms": value, "agent_id": None, "channel": "web",
+            "first_group_id": "g1", "last_agent_id": "a1", "group_id": None,
+            "answered": None, "abandoned": None, "transferred_out": None}  # fmt: skip
+    return {**base, **extra}
+
+
+def test_a_retracted_contribution_leaves_nothing_behind() -> None:
+    t = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    old = [measure("created", t), measure("assigned", t + timedelta(seconds=40), 40_000),
+           measure("group_stint", t, 40_000, group_id="g1", answered=True)]  # fmt: skip
+    new = [*old, measure("closed", t + timedelta(minutes=9), 540_000, agent_id="a1")]
+    delta: dict = {}  # type: ignore[type-arg]
+    contribution(old, 1, delta)
+    contribution(old, -1, delta)
+    contribution(new, 1, delta)
+    expected: dict = {}  # type: ignore[type-arg]
+    contribution(new, 1, expected)
+    live = {k: v for k, v in delta.items() if v[0] or v[1] or v[2]}
+    assert live == expected
+    kinds = {(dim, kind) for dim, _, _, _, kind in expected}
+    assert ("group", "group_answered") in kinds and ("agent", "closed") in kinds
+    assert ("combo", "created") in kinds
+    combos = {value for dim, value, *_ in expected if dim == "combo"}
+    assert combos == {combo("web", "g1", "a1")}
