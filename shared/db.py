@@ -77,8 +77,8 @@ ticket_measures = Table(
 )
 
 
-# Per (tenant, dimension value, time bucket, kind): count, sum and a sparse
-# histogram {bin: count} (shared/histogram.py). Reports read only these.
+# Per (tenant, dimension, time bucket, dimension value): the cells of every
+# kind of measurement counted there (shared/rollups.py). Reports read only these.
 rollups = Table(
     "rollups",
     metadata,
@@ -87,10 +87,7 @@ rollups = Table(
     Column("level", SmallInteger, primary_key=True),
     Column("bucket", DateTime(timezone=True), primary_key=True),
     Column("dim_value", Text, primary_key=True),
-    Column("kind", Text, primary_key=True),
-    Column("n", BigInteger, nullable=False),
-    Column("total", BigInteger, nullable=False),
-    Column("hist", JSONB, nullable=False),
+    Column("cells", JSONB, nullable=False),
 )
 
 

@@ -17,20 +17,6 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-# Adds two sparse histograms {bin: [count, sum]}, dropping bins left empty.
-HIST_ADD = """
-CREATE FUNCTION hist_add(a jsonb, b jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT coalesce(jsonb_object_agg(k, jsonb_build_array(n, total)), '{}'::jsonb)
-  FROM (SELECT k, sum(n) AS n, sum(total) AS total
-        FROM (SELECT key AS k, (value->>0)::bigint AS n, (value->>1)::bigint AS total
-              FROM jsonb_each(a)
-              UNION ALL
-              SELECT key, (value->>0)::bigint, (value->>1)::bigint FROM jsonb_each(b)) AS bins
-        GROUP BY k HAVING sum(n) <> 0) AS merged
-$$
-"""
-
 FACTS = (
     ("first_assigned_at", sa.DateTime(timezone=True)),
     ("first_response_at", sa.DateTime(timezone=True)),
@@ -47,7 +33,6 @@ FACTS = (
 
 
 def upgrade() -> None:
-    op.execute(HIST_ADD)
     op.create_table(
         "rollups",
         sa.Column("tenant_id", sa.Text, primary_key=True),
@@ -55,10 +40,7 @@ def upgrade() -> None:
         sa.Column("level", sa.SmallInteger, primary_key=True),
         sa.Column("bucket", sa.DateTime(timezone=True), primary_key=True),
         sa.Column("dim_value", sa.Text, primary_key=True),
-        sa.Column("kind", sa.Text, primary_key=True),
-        sa.Column("n", sa.BigInteger, nullable=False),
-        sa.Column("total", sa.BigInteger, nullable=False),
-        sa.Column("hist", JSONB, nullable=False),
+        sa.Column("cells", JSONB, nullable=False),
     )
     for name, type_ in FACTS:
         op.add_column("tickets", sa.Column(name, type_))
@@ -72,4 +54,3 @@ def downgrade() -> None:
     for name, _ in reversed(FACTS):
         op.drop_column("tickets", name)
     op.drop_table("rollups")
-    op.execute("DROP FUNCTION hist_add(jsonb, jsonb)")

@@ -1,9 +1,10 @@
-"""A ticket's contribution to the rollups, and the signed upsert that applies it.
+"""A ticket's contribution to the rollups, and the guarded update that applies it.
 
 The loader retracts the measurements it deletes from the ledger and adds the
 ones it inserts, under the ticket row's lock: each version's contribution is
-counted exactly once. Rows are written in key order so concurrent loaders
-lock them in the same order and cannot deadlock each other.
+counted exactly once. The touched rollup rows are locked by one upsert in key
+order (so concurrent loaders cannot deadlock each other), merged here and
+written back before the transaction commits.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import rollups
 from shared.histogram import bin_of
+from shared.rollups import Cells, add_cells, combo, pruned
 from shared.timebuckets import buckets_of, instant
 
 SUMMARY_KINDS = frozenset({
@@ -30,17 +32,12 @@ HIST_KINDS = frozenset({
 })  # fmt: skip
 GROUP_OUTCOMES = (("answered", "group_answered"), ("abandoned", "group_abandoned"),
                   ("transferred_out", "group_transferred"))  # fmt: skip
-SEP = "\x1f"  # joins channel, first group and last agent in the `combo` dimension
 
-Key = tuple[str, str, int, int, str]  # dim, dim_value, level, bucket (epoch s), kind
-
-
-def combo(channel: str | None, first_group: str | None, last_agent: str | None) -> str:
-    return SEP.join(v or "" for v in (channel, first_group, last_agent))
+Key = tuple[str, int, int, str]  # dim, level, bucket (epoch s), dim_value
 
 
 def _slots(m: Mapping[Any, Any]) -> list[tuple[str, str, str]]:
-    """(dim, value, kind) of every rollup row a measurement counts in."""
+    """(dim, value, kind) of every rollup cell a measurement counts in."""
     kind = m["kind"]
     out: list[tuple[str, str, str]] = []
     if kind in SUMMARY_KINDS:
@@ -62,51 +59,54 @@ def _epoch_ms(at: datetime | int) -> int:
     return at if isinstance(at, int) else int(at.timestamp() * 1000)
 
 
-def contribution(measures: Iterable[Mapping[Any, Any]], sign: int, into: dict[Key, Any]) -> None:
-    """Add (sign=1) or retract (sign=-1) measurements into `into`:
-    key -> [n, total, {bin: [count, sum]}]."""
+def contribution(measures: Iterable[Mapping[Any, Any]], sign: int, into: dict[Key, Cells]) -> None:
+    """Add (sign=1) or retract (sign=-1) measurements into `into`."""
     for m in measures:
         value = m["value_ms"]
         buckets = buckets_of(_epoch_ms(m["at"]))
         for dim, dim_value, kind in _slots(m):
-            with_hist = kind in HIST_KINDS and value is not None
+            cell: list[Any] = [sign, 0 if value is None else sign * value]
+            if kind in HIST_KINDS and value is not None:
+                cell.append({str(bin_of(value)): [sign, sign * value]})
             for level, bucket in buckets:
-                acc = into.setdefault((dim, dim_value, level, bucket, kind), [0, 0, {}])
-                acc[0] += sign
-                if value is not None:
-                    acc[1] += sign * value
-                if with_hist:
-                    cell = acc[2].setdefault(bin_of(value), [0, 0])
-                    cell[0] += sign
-                    cell[1] += sign * value
-                    if cell[0] == 0:
-                        del acc[2][bin_of(value)]
+                add_cells(into.setdefault((dim, level, bucket, dim_value), {}), {kind: cell})
 
 
-CHUNK = 3000  # rows per statement: 9 parameters each, asyncpg takes at most 32,767
+CHUNK = 5000  # rows per statement: 5 parameters each, asyncpg takes at most 32,767
+PK = ("tenant_id", "dim", "level", "bucket", "dim_value")
 
 
-async def apply(conn: AsyncConnection, tenant: str, delta: Mapping[Key, Any]) -> int:
-    """Add `delta` to the tenant's rollups in key order; returns rows written."""
-    rows = [
-        {
-            "tenant_id": tenant, "dim": dim, "level": level, "bucket": instant(bucket),
-            "dim_value": value, "kind": kind, "n": n, "total": total,
-            "hist": {str(b): c for b, c in sorted(hist.items())},
-        }
-        for (dim, value, level, bucket, kind), (n, total, hist) in sorted(delta.items())
-        if n or total or hist
-    ]  # fmt: skip
-    for start in range(0, len(rows), CHUNK):
-        stmt = pg_insert(rollups).values(rows[start : start + CHUNK])
+async def apply(conn: AsyncConnection, tenant: str, delta: Mapping[Key, Cells]) -> int:
+    """Add `delta` to the tenant's rollups; returns rows written."""
+    keys = sorted(k for k, cells in delta.items() if pruned(cells))
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start : start + CHUNK]
+        rows = [
+            {"tenant_id": tenant, "dim": dim, "level": level, "bucket": instant(bucket),
+             "dim_value": value, "cells": {}}
+            for dim, level, bucket, value in chunk
+        ]  # fmt: skip
+        stmt = pg_insert(rollups).values(rows)
+        lock = stmt.on_conflict_do_update(index_elements=list(PK), set_={"cells": rollups.c.cells})
+        returned = [rollups.c[c] for c in PK[1:]] + [rollups.c.cells]
+        locked = await conn.execute(lock.returning(*returned))  # creates or locks, in key order
+        merged = []
+        for dim, level, bucket, value, cells in locked.tuples():
+            add_cells(cells, delta[(dim, level, int(bucket.timestamp()), value)])
+            merged.append(
+                {"k_dim": dim, "k_level": level, "k_bucket": bucket, "k_value": value,
+                 "new_cells": pruned(cells)}
+            )  # fmt: skip
         await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=list(rollups.primary_key.columns),
-                set_={
-                    "n": rollups.c.n + stmt.excluded.n,
-                    "total": rollups.c.total + stmt.excluded.total,
-                    "hist": func.hist_add(rollups.c.hist, stmt.excluded.hist),
-                },
+            update(rollups)
+            .where(
+                rollups.c.tenant_id == tenant,
+                rollups.c.dim == bindparam("k_dim"),
+                rollups.c.level == bindparam("k_level"),
+                rollups.c.bucket == bindparam("k_bucket"),
+                rollups.c.dim_value == bindparam("k_value"),
             )
+            .values(cells=bindparam("new_cells")),
+            merged,
         )
-    return len(rows)
+    return len(keys)

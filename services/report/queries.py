@@ -7,7 +7,7 @@ reads, never on the number of tickets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
 from typing import Any
@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.loader.rollups import SEP
 from services.report.stats import PERCENTILES, ratio
 from shared.histogram import at_most, percentile
+from shared.rollups import SEP, Cells, add_cells
 from shared.timebuckets import decompose, epoch_s, instant
 
 STATS_FIELDS = {
@@ -27,10 +27,6 @@ STATS_FIELDS = {
     "resolution_time": "resolution",
     "avg_reply_time": "reply",
 }
-SUMMARY_KINDS = ("created", "closed", "abandoned", "transfers", "customer_message",
-                 "agent_message", "bot_message", *STATS_FIELDS.values())  # fmt: skip
-GROUP_KINDS = ("group_stint", "group_answered", "group_abandoned", "group_transferred")
-AGENT_KINDS = ("agent_stint", "agent_message", "first_response", "closed")
 
 
 @dataclass(frozen=True)
@@ -40,40 +36,14 @@ class Filters:
     channel: str | None = None
 
 
-@dataclass
-class Acc:
-    """A merged rollup cell: count, sum and histogram (bins as stored, text)."""
-
-    n: int = 0
-    total: int = 0
-    hist: dict[str, list[int]] = field(default_factory=dict)
-
-    def add(self, n: int, total: int, hist: dict[str, list[int]]) -> None:
-        self.n += n
-        self.total += total
-        mine = self.hist
-        for b, (count, values) in hist.items():
-            cell = mine.get(b)
-            if cell is None:
-                mine[b] = [count, values]
-            else:
-                cell[0] += count
-                cell[1] += values
-
-    def bins(self) -> dict[int, list[int]]:
-        return {int(b): cell for b, cell in self.hist.items() if cell[0]}
-
-
 ROLLUP_SQL = """
-SELECT p.i, r.dim_value, r.kind, r.n, r.total, r.hist
+SELECT p.i, r.dim_value, r.cells
 FROM unnest(CAST(:levels AS smallint[]), CAST(:buckets AS timestamptz[]),
             CAST(:points AS integer[])) AS p(level, bucket, i)
 JOIN rollups AS r ON r.tenant_id = :tenant AND r.dim = :dim
                  AND r.level = p.level AND r.bucket = p.bucket
-WHERE r.kind = ANY(CAST(:kinds AS text[])) AND {where}
+WHERE {where}
 """
-
-Cells = dict[tuple[int, str, str], Acc]  # (interval, dim value, kind) -> merged cell
 
 
 def _dimension(filters: Filters) -> tuple[str, str, dict[str, Any]]:
@@ -99,10 +69,10 @@ async def _cells(
     tenant: str,
     dim: str,
     bounds: list[datetime],
-    kinds: tuple[str, ...],
     where: str = "TRUE",
     params: dict[str, Any] | None = None,
-) -> Cells:
+) -> dict[tuple[int, str], Cells]:
+    """The merged cells of each (interval, dimension value)."""
     levels: list[int] = []
     buckets: list[datetime] = []
     points: list[int] = []
@@ -111,47 +81,45 @@ async def _cells(
             levels.append(level)
             buckets.append(instant(bucket))
             points.append(i)
-    cells: Cells = {}
+    out: dict[tuple[int, str], Cells] = {}
     async with engine.connect() as conn:
-        params = {"tenant": tenant, "dim": dim, "kinds": list(kinds), "levels": levels,
-                  "buckets": buckets, "points": points, **(params or {})}  # fmt: skip
+        params = {"tenant": tenant, "dim": dim, "levels": levels, "buckets": buckets,
+                  "points": points, **(params or {})}  # fmt: skip
         result = await conn.execute(text(ROLLUP_SQL.format(where=where)), params)
-        for i, value, kind, n, total, hist in result.tuples():
-            cell = cells.get((i, value, kind))
-            if cell is None:
-                cell = cells[(i, value, kind)] = Acc()
-            cell.add(n, total, hist)
-    return cells
+        for i, value, cells in result.tuples():
+            add_cells(out.setdefault((i, value), {}), cells)
+    return out
 
 
-def _stats(cell: Acc | None) -> dict[str, Any]:
-    if cell is None or cell.n <= 0:
+def _count(cells: Cells, kind: str) -> int:
+    return int(cells[kind][0]) if kind in cells else 0
+
+
+def _stats(cell: list[Any] | None) -> dict[str, Any]:
+    if cell is None or cell[0] <= 0:
         return {"count": 0, "avg_ms": None, **dict.fromkeys(k for k, _ in PERCENTILES)}
-    bins = cell.bins()
+    bins = {int(b): v for b, v in cell[2].items() if v[0]}
     return {
-        "count": cell.n,
-        "avg_ms": cell.total / cell.n,
+        "count": cell[0],
+        "avg_ms": cell[1] / cell[0],
         **{k: percentile(bins, p) for k, p in PERCENTILES},
     }
 
 
-def _summary(cells: dict[str, Acc], sla_seconds: int) -> dict[str, Any]:
-    def count(kind: str) -> int:
-        return cells[kind].n if kind in cells else 0
-
+def _summary(cells: Cells, sla_seconds: int) -> dict[str, Any]:
     first = cells.get("first_response")
-    within = at_most(first.bins(), sla_seconds * 1000) if first else 0
+    within = at_most({int(b): v for b, v in first[2].items()}, sla_seconds * 1000) if first else 0
     return {
-        "tickets_created": count("created"),
-        "tickets_closed": count("closed"),
-        "tickets_abandoned": count("abandoned"),
-        "abandon_rate": ratio(count("abandoned"), count("closed")),
-        "transfers": cells["transfers"].total if "transfers" in cells else 0,
-        "customer_messages": count("customer_message"),
-        "agent_messages": count("agent_message"),
-        "bot_messages": count("bot_message"),
+        "tickets_created": _count(cells, "created"),
+        "tickets_closed": _count(cells, "closed"),
+        "tickets_abandoned": _count(cells, "abandoned"),
+        "abandon_rate": ratio(_count(cells, "abandoned"), _count(cells, "closed")),
+        "transfers": int(cells["transfers"][1]) if "transfers" in cells else 0,
+        "customer_messages": _count(cells, "customer_message"),
+        "agent_messages": _count(cells, "agent_message"),
+        "bot_messages": _count(cells, "bot_message"),
         "sla_seconds": sla_seconds,
-        "service_level": ratio(within, first.n) if first else None,
+        "service_level": ratio(within, first[0]) if first else None,
         **{name: _stats(cells.get(kind)) for name, kind in STATS_FIELDS.items()},
     }
 
@@ -165,44 +133,28 @@ async def summaries(
 ) -> list[dict[str, Any]]:
     """The summary of each interval [bounds[i], bounds[i + 1])."""
     dim, where, params = _dimension(filters)
-    cells = await _cells(engine, tenant, dim, bounds, SUMMARY_KINDS, where, params)
-    by_interval: list[dict[str, Acc]] = [{} for _ in bounds[:-1]]
-    for (i, _, kind), cell in cells.items():
-        mine = by_interval[i].get(kind)
-        if mine is None:
-            by_interval[i][kind] = cell
-        else:  # several combo values of one interval
-            mine.add(cell.n, cell.total, cell.hist)
-    return [_summary(rows, sla_seconds) for rows in by_interval]
-
-
-def _per_value(cells: Cells) -> dict[str, dict[str, Acc]]:
-    out: dict[str, dict[str, Acc]] = {}
-    for (_, value, kind), cell in cells.items():
-        out.setdefault(value, {})[kind] = cell
-    return out
+    by_interval: list[Cells] = [{} for _ in bounds[:-1]]
+    for (i, _), cells in (await _cells(engine, tenant, dim, bounds, where, params)).items():
+        add_cells(by_interval[i], cells)  # several values only for combined filters
+    return [_summary(cells, sla_seconds) for cells in by_interval]
 
 
 async def groups(
     engine: AsyncEngine, tenant: str, start: datetime, end: datetime
 ) -> list[dict[str, Any]]:
     """Group stints that ended in the range, per group."""
-    by_group = _per_value(await _cells(engine, tenant, "group", [start, end], GROUP_KINDS))
-
-    def count(cells: dict[str, Acc], kind: str) -> int:
-        return cells[kind].n if kind in cells else 0
-
+    by_group = await _cells(engine, tenant, "group", [start, end])
     return [
         {
             "group_id": group,
-            "stints": count(cells, "group_stint"),
-            "answered": count(cells, "group_answered"),
-            "abandoned": count(cells, "group_abandoned"),
-            "transferred_out": count(cells, "group_transferred"),
+            "stints": _count(cells, "group_stint"),
+            "answered": _count(cells, "group_answered"),
+            "abandoned": _count(cells, "group_abandoned"),
+            "transferred_out": _count(cells, "group_transferred"),
             "queue_time": _stats(cells.get("group_stint")),
         }
-        for group, cells in sorted(by_group.items())
-        if count(cells, "group_stint")
+        for (_, group), cells in sorted(by_group.items())
+        if _count(cells, "group_stint")
     ]
 
 
@@ -211,21 +163,17 @@ async def agents(
 ) -> list[dict[str, Any]]:
     """Per agent: stints and handle time at the stint's end, messages and first
     responses at their time, tickets closed while the agent held them."""
-    by_agent = _per_value(await _cells(engine, tenant, "agent", [start, end], AGENT_KINDS))
-
-    def count(cells: dict[str, Acc], kind: str) -> int:
-        return cells[kind].n if kind in cells else 0
-
+    by_agent = await _cells(engine, tenant, "agent", [start, end])
     rows = [
         {
             "agent_id": agent,
-            "stints": count(cells, "agent_stint"),
+            "stints": _count(cells, "agent_stint"),
             "handle_time": _stats(cells.get("agent_stint")),
-            "agent_messages": count(cells, "agent_message"),
-            "first_responses": count(cells, "first_response"),
-            "tickets_closed": count(cells, "closed"),
+            "agent_messages": _count(cells, "agent_message"),
+            "first_responses": _count(cells, "first_response"),
+            "tickets_closed": _count(cells, "closed"),
         }
-        for agent, cells in sorted(by_agent.items())
+        for (_, agent), cells in sorted(by_agent.items())
     ]
     return [r for r in rows if r["stints"] or r["agent_messages"] or r["first_responses"]
             or r["tickets_closed"]]  # fmt: skip

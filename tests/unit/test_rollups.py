@@ -9,9 +9,10 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.loader.rollups import combo, contribution
+from services.loader.rollups import Key, contribution
 from services.report.stats import day_range, nearest_rank
-from shared.histogram import EDGES, SLA_SECONDS, at_most, merge, of_values, percentile
+from shared.histogram import EDGES, SLA_SECONDS, at_most, bin_of, merge, of_values, percentile
+from shared.rollups import Cells, combo, pruned
 from shared.timebuckets import LEVEL_SECONDS, buckets_of, decompose, epoch_s
 
 values = st.lists(st.integers(min_value=0, max_value=10**10), min_size=1, max_size=300)
@@ -92,16 +93,18 @@ def test_a_retracted_contribution_leaves_nothing_behind() -> None:
     old = [measure("created", t), measure("assigned", t + timedelta(seconds=40), 40_000),
            measure("group_stint", t, 40_000, group_id="g1", answered=True)]  # fmt: skip
     new = [*old, measure("closed", t + timedelta(minutes=9), 540_000, agent_id="a1")]
-    delta: dict = {}  # type: ignore[type-arg]
+    delta: dict[Key, Cells] = {}
     contribution(old, 1, delta)
     contribution(old, -1, delta)
     contribution(new, 1, delta)
-    expected: dict = {}  # type: ignore[type-arg]
+    expected: dict[Key, Cells] = {}
     contribution(new, 1, expected)
-    live = {k: v for k, v in delta.items() if v[0] or v[1] or v[2]}
+    live = {k: pruned(v) for k, v in delta.items() if pruned(v)}
     assert live == expected
-    kinds = {(dim, kind) for dim, _, _, _, kind in expected}
+    kinds = {(dim, kind) for (dim, *_), cells in expected.items() for kind in cells}
     assert ("group", "group_answered") in kinds and ("agent", "closed") in kinds
     assert ("combo", "created") in kinds
-    combos = {value for dim, value, *_ in expected if dim == "combo"}
+    combos = {value for (dim, _, _, value) in expected if dim == "combo"}
     assert combos == {combo("web", "g1", "a1")}
+    day = expected[("all", 2, epoch_s(t.replace(hour=0)), "")]
+    assert day["assigned"] == [1, 40_000, {str(bin_of(40_000)): [1, 40_000]}]
