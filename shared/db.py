@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     Table,
@@ -77,8 +78,9 @@ ticket_measures = Table(
 )
 
 
-# Per (tenant, dimension, time bucket, dimension value): the cells of every
-# kind of measurement counted there (shared/rollups.py). Reports read only these.
+# Per (tenant, dimension, time bucket, dimension value): counts, sums,
+# histograms and percentiles of what was measured there (shared/rollups.py).
+# Reports read only these.
 rollups = Table(
     "rollups",
     metadata,
@@ -88,6 +90,8 @@ rollups = Table(
     Column("bucket", DateTime(timezone=True), primary_key=True),
     Column("dim_value", Text, primary_key=True),
     Column("cells", JSONB, nullable=False),
+    Column("hists", LargeBinary, nullable=False),
+    Column("pcts", JSONB, nullable=False),
 )
 
 

@@ -1,19 +1,39 @@
 """The rollup row format, shared by the loader that writes it and the reports.
 
-One row per (tenant, dimension, level, bucket, dimension value) holds the
-cells of every kind of measurement counted there:
-`{kind: [count, sum_ms]}`, plus `{bin: [count, sum_ms]}` as a third item for
-kinds with a histogram (shared/histogram.py). Everything in a cell adds and
-subtracts exactly, so a ticket's old contribution can be retracted.
+One row per (tenant, dimension, level, bucket, dimension value) holds:
+- `cells` (JSON): `{kind: [count, sum_ms]}` for every kind of measurement
+  counted there, and `first_response_sla`: how many first responses were
+  within each `sla_seconds` of the contract;
+- `hists` (bytes): the histograms of the duration kinds (shared/histogram.py),
+  as packed `(kind, bin, count, sum_ms)` records that numpy reads without
+  parsing;
+- `pcts` (JSON): `{kind: [p50, p90, p95]}` of this row alone, so that a report
+  point made of one bucket reads three numbers instead of a histogram.
+Counts and sums add and subtract exactly, so a ticket's old contribution can
+be retracted; `pcts` is recomputed from `hists` whenever the row changes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-SEP = "\x1f"  # joins channel, first group and last agent in the `combo` dimension
+import numpy as np
 
-Cells = dict[str, list[Any]]  # kind -> [n, total] or [n, total, {bin: [count, sum]}]
+from shared.histogram import SLA_SECONDS, percentile
+
+SEP = "\x1f"  # joins channel, first group and last agent in the `combo` dimension
+# Kinds with a histogram; a kind's position is its code in `hists`: append only.
+HIST_KINDS = ("assigned", "first_response", "handle", "resolution", "reply",
+              "group_stint", "agent_stint")  # fmt: skip
+HIST_CODE = {kind: code for code, kind in enumerate(HIST_KINDS)}
+SLA_CELL = "first_response_sla"
+SLA_MS = tuple(s * 1000 for s in SLA_SECONDS)
+PERCENTS = (50, 90, 95)
+ENTRY = np.dtype([("kind", "u1"), ("bin", "<u2"), ("n", "<i8"), ("sum", "<i8")])
+
+Cells = dict[str, list[int]]
+Hists = dict[str, dict[int, list[int]]]  # kind -> bin -> [count, sum]
 
 
 def combo(channel: str | None, first_group: str | None, last_agent: str | None) -> str:
@@ -21,31 +41,73 @@ def combo(channel: str | None, first_group: str | None, last_agent: str | None) 
 
 
 def add_cells(into: Cells, cells: Cells, sign: int = 1) -> None:
-    for kind, cell in cells.items():
+    for kind, values in cells.items():
         mine = into.get(kind)
         if mine is None:
-            mine = into[kind] = [0, 0, {}] if len(cell) > 2 else [0, 0]
-        mine[0] += sign * cell[0]
-        mine[1] += sign * cell[1]
-        if len(cell) > 2:
-            hist = mine[2]
-            for b, (count, total) in cell[2].items():
-                bin_ = hist.get(b)
-                if bin_ is None:
-                    hist[b] = [sign * count, sign * total]
+            into[kind] = [sign * v for v in values]
+        else:
+            for i, v in enumerate(values):
+                mine[i] += sign * v
+
+
+@dataclass
+class Rollup:
+    """A row's additive content, as the loader merges it."""
+
+    cells: Cells = field(default_factory=dict)
+    hists: Hists = field(default_factory=dict)
+
+    def add(self, other: Rollup, sign: int = 1) -> None:
+        add_cells(self.cells, other.cells, sign)
+        for kind, hist in other.hists.items():
+            mine = self.hists.setdefault(kind, {})
+            for b, (n, total) in hist.items():
+                cell = mine.get(b)
+                if cell is None:
+                    mine[b] = [sign * n, sign * total]
                 else:
-                    bin_[0] += sign * count
-                    bin_[1] += sign * total
+                    cell[0] += sign * n
+                    cell[1] += sign * total
+
+    def pruned(self) -> Rollup:
+        """Without what cancelled out; empty when the row holds nothing."""
+        hists = {
+            kind: {b: c for b, c in hist.items() if c[0] or c[1]}
+            for kind, hist in self.hists.items()
+        }
+        return Rollup(
+            {k: v for k, v in self.cells.items() if any(v)},
+            {k: h for k, h in hists.items() if h},
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.cells or self.hists)
 
 
-def pruned(cells: Cells) -> Cells:
-    """Without the bins and kinds that cancelled out."""
-    out: Cells = {}
-    for kind, cell in cells.items():
-        if len(cell) > 2:
-            hist = {b: v for b, v in cell[2].items() if v[0] or v[1]}
-            if cell[0] or cell[1] or hist:
-                out[kind] = [cell[0], cell[1], hist]
-        elif cell[0] or cell[1]:
-            out[kind] = cell
+def encode_hists(hists: Hists) -> bytes:
+    records = [
+        (HIST_CODE[kind], b, n, total)
+        for kind in sorted(hists, key=HIST_CODE.__getitem__)
+        for b, (n, total) in sorted(hists[kind].items())
+    ]
+    return np.array(records, dtype=ENTRY).tobytes()
+
+
+def decode_hists(data: bytes) -> Hists:
+    out: Hists = {}
+    for code, b, n, total in np.frombuffer(data, dtype=ENTRY).tolist():
+        out.setdefault(HIST_KINDS[code], {})[b] = [n, total]
     return out
+
+
+def pcts_of(hists: Hists) -> dict[str, list[int | None]]:
+    return {kind: [percentile(h, p) for p in PERCENTS] for kind, h in hists.items()}
+
+
+def row_values(rollup: Rollup) -> dict[str, Any]:
+    """The stored columns of a merged row."""
+    return {
+        "cells": rollup.cells,
+        "hists": encode_hists(rollup.hists),
+        "pcts": pcts_of(rollup.hists),
+    }

@@ -41,6 +41,8 @@ def upgrade() -> None:
         sa.Column("bucket", sa.DateTime(timezone=True), primary_key=True),
         sa.Column("dim_value", sa.Text, primary_key=True),
         sa.Column("cells", JSONB, nullable=False),
+        sa.Column("hists", sa.LargeBinary, nullable=False),
+        sa.Column("pcts", JSONB, nullable=False),
     )
     for name, type_ in FACTS:
         op.add_column("tickets", sa.Column(name, type_))

@@ -4,7 +4,7 @@ The loader retracts the measurements it deletes from the ledger and adds the
 ones it inserts, under the ticket row's lock: each version's contribution is
 counted exactly once. The touched rollup rows are locked by one upsert in key
 order (so concurrent loaders cannot deadlock each other), merged here and
-written back before the transaction commits.
+written back, with the percentiles of each row, before the transaction commits.
 """
 
 from __future__ import annotations
@@ -19,7 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import rollups
 from shared.histogram import bin_of
-from shared.rollups import Cells, add_cells, combo, pruned
+from shared.rollups import (
+    HIST_CODE,
+    SLA_CELL,
+    SLA_MS,
+    Hists,
+    Rollup,
+    combo,
+    decode_hists,
+    row_values,
+)
 from shared.timebuckets import buckets_of, instant
 
 SUMMARY_KINDS = frozenset({
@@ -27,9 +36,6 @@ SUMMARY_KINDS = frozenset({
     "bot_message", "assigned", "first_response", "handle", "resolution", "reply",
 })  # fmt: skip
 AGENT_KINDS = frozenset({"agent_stint", "agent_message", "first_response", "closed"})
-HIST_KINDS = frozenset({
-    "assigned", "first_response", "handle", "resolution", "reply", "group_stint", "agent_stint",
-})  # fmt: skip
 GROUP_OUTCOMES = (("answered", "group_answered"), ("abandoned", "group_abandoned"),
                   ("transferred_out", "group_transferred"))  # fmt: skip
 
@@ -59,43 +65,57 @@ def _epoch_ms(at: datetime | int) -> int:
     return at if isinstance(at, int) else int(at.timestamp() * 1000)
 
 
-def contribution(measures: Iterable[Mapping[Any, Any]], sign: int, into: dict[Key, Cells]) -> None:
+def _measure_rollup(kind: str, value: int | None) -> Rollup:
+    total = 0 if value is None else value
+    cells = {kind: [1, total]}
+    hists: Hists = {}
+    if kind in HIST_CODE and value is not None:
+        hists[kind] = {bin_of(value): [1, value]}
+        if kind == "first_response":
+            cells[SLA_CELL] = [int(value <= limit) for limit in SLA_MS]
+    return Rollup(cells, hists)
+
+
+def contribution(measures: Iterable[Mapping[Any, Any]], sign: int, into: dict[Key, Rollup]) -> None:
     """Add (sign=1) or retract (sign=-1) measurements into `into`."""
     for m in measures:
         value = m["value_ms"]
         buckets = buckets_of(_epoch_ms(m["at"]))
         for dim, dim_value, kind in _slots(m):
-            cell: list[Any] = [sign, 0 if value is None else sign * value]
-            if kind in HIST_KINDS and value is not None:
-                cell.append({str(bin_of(value)): [sign, sign * value]})
+            one = _measure_rollup(kind, value)
             for level, bucket in buckets:
-                add_cells(into.setdefault((dim, level, bucket, dim_value), {}), {kind: cell})
+                key = (dim, level, bucket, dim_value)
+                row = into.get(key)
+                if row is None:
+                    row = into[key] = Rollup()
+                row.add(one, sign)
 
 
 CHUNK = 5000  # rows per statement: 5 parameters each, asyncpg takes at most 32,767
 PK = ("tenant_id", "dim", "level", "bucket", "dim_value")
 
 
-async def apply(conn: AsyncConnection, tenant: str, delta: Mapping[Key, Cells]) -> int:
+async def apply(conn: AsyncConnection, tenant: str, delta: Mapping[Key, Rollup]) -> int:
     """Add `delta` to the tenant's rollups; returns rows written."""
-    keys = sorted(k for k, cells in delta.items() if pruned(cells))
+    keys = sorted(k for k, rollup in delta.items() if rollup.pruned())
     for start in range(0, len(keys), CHUNK):
         chunk = keys[start : start + CHUNK]
         rows = [
             {"tenant_id": tenant, "dim": dim, "level": level, "bucket": instant(bucket),
-             "dim_value": value, "cells": {}}
+             "dim_value": value, "cells": {}, "hists": b"", "pcts": {}}
             for dim, level, bucket, value in chunk
         ]  # fmt: skip
         stmt = pg_insert(rollups).values(rows)
         lock = stmt.on_conflict_do_update(index_elements=list(PK), set_={"cells": rollups.c.cells})
-        returned = [rollups.c[c] for c in PK[1:]] + [rollups.c.cells]
+        returned = [rollups.c[c] for c in PK[1:]] + [rollups.c.cells, rollups.c.hists]
         locked = await conn.execute(lock.returning(*returned))  # creates or locks, in key order
         merged = []
-        for dim, level, bucket, value, cells in locked.tuples():
-            add_cells(cells, delta[(dim, level, int(bucket.timestamp()), value)])
+        for dim, level, bucket, value, cells, hists in locked.tuples():
+            row = Rollup(cells, decode_hists(hists))
+            row.add(delta[(dim, level, int(bucket.timestamp()), value)])
             merged.append(
                 {"k_dim": dim, "k_level": level, "k_bucket": bucket, "k_value": value,
-                 "new_cells": pruned(cells)}
+                 **{f"new_{k}": v for k, v in row_values(row.pruned()).items()}}
             )  # fmt: skip
         await conn.execute(
             update(rollups)
@@ -106,7 +126,11 @@ async def apply(conn: AsyncConnection, tenant: str, delta: Mapping[Key, Cells]) 
                 rollups.c.bucket == bindparam("k_bucket"),
                 rollups.c.dim_value == bindparam("k_value"),
             )
-            .values(cells=bindparam("new_cells")),
+            .values(
+                cells=bindparam("new_cells"),
+                hists=bindparam("new_hists"),
+                pcts=bindparam("new_pcts"),
+            ),
             merged,
         )
     return len(keys)

@@ -7,17 +7,29 @@ reads, never on the number of tickets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bisect import bisect_left
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.report.stats import PERCENTILES, ratio
-from shared.histogram import at_most, percentile
-from shared.rollups import SEP, Cells, add_cells
+from shared.histogram import EDGES, rank
+from shared.rollups import (
+    ENTRY,
+    HIST_CODE,
+    HIST_KINDS,
+    PERCENTS,
+    SEP,
+    SLA_CELL,
+    SLA_MS,
+    Cells,
+    add_cells,
+)
 from shared.timebuckets import decompose, epoch_s, instant
 
 STATS_FIELDS = {
@@ -37,13 +49,70 @@ class Filters:
 
 
 ROLLUP_SQL = """
-SELECT p.i, r.dim_value, r.cells
+SELECT p.i, r.dim_value, r.cells,
+       CASE WHEN p.single THEN r.pcts END AS pcts,
+       CASE WHEN p.single THEN NULL ELSE r.hists END AS hists
 FROM unnest(CAST(:levels AS smallint[]), CAST(:buckets AS timestamptz[]),
-            CAST(:points AS integer[])) AS p(level, bucket, i)
+            CAST(:points AS integer[]), CAST(:single AS boolean[])) AS p(level, bucket, i, single)
 JOIN rollups AS r ON r.tenant_id = :tenant AND r.dim = :dim
                  AND r.level = p.level AND r.bucket = p.bucket
 WHERE {where}
 """
+
+
+@dataclass
+class Point:
+    """What the rows of one (interval, dimension value) add up to: the cells, and
+    either the percentiles of its only row or the histograms of all of them."""
+
+    cells: Cells = field(default_factory=dict)
+    pcts: dict[str, list[int | None]] | None = None
+    hists: list[bytes] = field(default_factory=list)
+    rows: int = 0
+
+    def add(self, other: Point) -> None:
+        if self.rows == 0:  # the common case: take the parsed row as it is
+            self.cells, self.pcts, self.hists, self.rows = other.cells, other.pcts, other.hists, 1
+            return
+        add_cells(self.cells, other.cells)
+        self.pcts = None
+        self.hists = [*self.hists, *other.hists]
+        self.rows += other.rows
+
+    def percentiles(self) -> dict[str, list[int | None]]:
+        if self.pcts is not None:
+            return self.pcts
+        counts, sums = _dense(self.hists)
+        cumulative = np.cumsum(counts, axis=1)
+        out: dict[str, list[int | None]] = {}
+        for code in np.flatnonzero(cumulative[:, -1] > 0).tolist():
+            total = int(cumulative[code, -1])
+            ranks = [rank(total, p) for p in PERCENTS]
+            bins = np.searchsorted(cumulative[code], ranks).tolist()
+            out[HIST_KINDS[code]] = [  # as shared.histogram.percentile; float64 is exact here
+                round(float(sums[code, b]) / float(counts[code, b])) for b in bins
+            ]
+        return out
+
+    def within(self, limit_ms: int) -> int:
+        if limit_ms in SLA_MS:
+            return self.cells.get(SLA_CELL, [0] * len(SLA_MS))[SLA_MS.index(limit_ms)]
+        last = bisect_left(EDGES, limit_ms)
+        if last < len(EDGES) and EDGES[last] != limit_ms:
+            last -= 1
+        counts, _ = _dense(self.hists)
+        return int(counts[HIST_CODE["first_response"], : last + 1].sum())
+
+
+def _dense(blobs: list[bytes]) -> tuple[Any, Any]:
+    """Merged histograms as dense (counts, sums) arrays, one line per kind."""
+    entries = np.frombuffer(b"".join(blobs), dtype=ENTRY)
+    index = entries["kind"].astype(np.intp) * len(EDGES) + entries["bin"]
+    shape = (len(HIST_KINDS), len(EDGES))
+    size = shape[0] * shape[1]
+    counts = np.bincount(index, weights=entries["n"], minlength=size).reshape(shape)
+    sums = np.bincount(index, weights=entries["sum"], minlength=size).reshape(shape)
+    return counts, sums
 
 
 def _dimension(filters: Filters) -> tuple[str, str, dict[str, Any]]:
@@ -64,30 +133,38 @@ def _dimension(filters: Filters) -> tuple[str, str, dict[str, Any]]:
     return "combo", where, {"sep": SEP, **given}
 
 
-async def _cells(
+async def _points(
     engine: AsyncEngine,
     tenant: str,
     dim: str,
     bounds: list[datetime],
     where: str = "TRUE",
     params: dict[str, Any] | None = None,
-) -> dict[tuple[int, str], Cells]:
-    """The merged cells of each (interval, dimension value)."""
+    merge_values: bool = False,
+) -> dict[tuple[int, str], Point]:
+    """Each (interval, dimension value) of the rows read. Histograms are read
+    only where a point spans several buckets or `merge_values` is set."""
     levels: list[int] = []
     buckets: list[datetime] = []
     points: list[int] = []
+    single: list[bool] = []
     for i, (lo, hi) in enumerate(pairwise(bounds)):
-        for level, bucket in decompose(epoch_s(lo), epoch_s(hi)):
+        pieces = decompose(epoch_s(lo), epoch_s(hi))
+        for level, bucket in pieces:
             levels.append(level)
             buckets.append(instant(bucket))
             points.append(i)
-    out: dict[tuple[int, str], Cells] = {}
+            single.append(len(pieces) == 1 and not merge_values)
+    out: dict[tuple[int, str], Point] = {}
     async with engine.connect() as conn:
         params = {"tenant": tenant, "dim": dim, "levels": levels, "buckets": buckets,
-                  "points": points, **(params or {})}  # fmt: skip
+                  "points": points, "single": single, **(params or {})}  # fmt: skip
         result = await conn.execute(text(ROLLUP_SQL.format(where=where)), params)
-        for i, value, cells in result.tuples():
-            add_cells(out.setdefault((i, value), {}), cells)
+        for i, value, cells, pcts, hists in result.tuples():
+            point = out.get((i, value))
+            if point is None:
+                point = out[(i, value)] = Point()
+            point.add(Point(cells, pcts, [] if hists is None else [hists], 1))
     return out
 
 
@@ -95,20 +172,22 @@ def _count(cells: Cells, kind: str) -> int:
     return int(cells[kind][0]) if kind in cells else 0
 
 
-def _stats(cell: list[Any] | None) -> dict[str, Any]:
+def _stats(point: Point, kind: str, pcts: dict[str, list[int | None]]) -> dict[str, Any]:
+    cell = point.cells.get(kind)
     if cell is None or cell[0] <= 0:
         return {"count": 0, "avg_ms": None, **dict.fromkeys(k for k, _ in PERCENTILES)}
-    bins = {int(b): v for b, v in cell[2].items() if v[0]}
+    values = pcts.get(kind, [None] * len(PERCENTS))
     return {
         "count": cell[0],
         "avg_ms": cell[1] / cell[0],
-        **{k: percentile(bins, p) for k, p in PERCENTILES},
+        **{k: values[PERCENTS.index(p)] for k, p in PERCENTILES},
     }
 
 
-def _summary(cells: Cells, sla_seconds: int) -> dict[str, Any]:
-    first = cells.get("first_response")
-    within = at_most({int(b): v for b, v in first[2].items()}, sla_seconds * 1000) if first else 0
+def _summary(point: Point, sla_seconds: int) -> dict[str, Any]:
+    cells = point.cells
+    pcts = point.percentiles()
+    first = _count(cells, "first_response")
     return {
         "tickets_created": _count(cells, "created"),
         "tickets_closed": _count(cells, "closed"),
@@ -119,8 +198,8 @@ def _summary(cells: Cells, sla_seconds: int) -> dict[str, Any]:
         "agent_messages": _count(cells, "agent_message"),
         "bot_messages": _count(cells, "bot_message"),
         "sla_seconds": sla_seconds,
-        "service_level": ratio(within, first[0]) if first else None,
-        **{name: _stats(cells.get(kind)) for name, kind in STATS_FIELDS.items()},
+        "service_level": ratio(point.within(sla_seconds * 1000), first) if first else None,
+        **{name: _stats(point, kind, pcts) for name, kind in STATS_FIELDS.items()},
     }
 
 
@@ -133,29 +212,46 @@ async def summaries(
 ) -> list[dict[str, Any]]:
     """The summary of each interval [bounds[i], bounds[i + 1])."""
     dim, where, params = _dimension(filters)
-    by_interval: list[Cells] = [{} for _ in bounds[:-1]]
-    for (i, _), cells in (await _cells(engine, tenant, dim, bounds, where, params)).items():
-        add_cells(by_interval[i], cells)  # several values only for combined filters
-    return [_summary(cells, sla_seconds) for cells in by_interval]
+    exact_sla = sla_seconds * 1000 in SLA_MS
+    merge = dim == "combo" or not exact_sla  # several rows per point, or histograms needed
+    by_interval = [Point() for _ in bounds[:-1]]
+    read = await _points(engine, tenant, dim, bounds, where, params, merge_values=merge)
+    for (i, _), point in read.items():
+        by_interval[i].add(point)
+    return [_summary(point, sla_seconds) for point in by_interval]
+
+
+def _group_row(group: str, point: Point) -> dict[str, Any]:
+    cells = point.cells
+    return {
+        "group_id": group,
+        "stints": _count(cells, "group_stint"),
+        "answered": _count(cells, "group_answered"),
+        "abandoned": _count(cells, "group_abandoned"),
+        "transferred_out": _count(cells, "group_transferred"),
+        "queue_time": _stats(point, "group_stint", point.percentiles()),
+    }
 
 
 async def groups(
     engine: AsyncEngine, tenant: str, start: datetime, end: datetime
 ) -> list[dict[str, Any]]:
     """Group stints that ended in the range, per group."""
-    by_group = await _cells(engine, tenant, "group", [start, end])
-    return [
-        {
-            "group_id": group,
-            "stints": _count(cells, "group_stint"),
-            "answered": _count(cells, "group_answered"),
-            "abandoned": _count(cells, "group_abandoned"),
-            "transferred_out": _count(cells, "group_transferred"),
-            "queue_time": _stats(cells.get("group_stint")),
-        }
-        for (_, group), cells in sorted(by_group.items())
-        if _count(cells, "group_stint")
-    ]
+    by_group = await _points(engine, tenant, "group", [start, end])
+    rows = [_group_row(group, point) for (_, group), point in sorted(by_group.items())]
+    return [r for r in rows if r["stints"]]
+
+
+def _agent_row(agent: str, point: Point) -> dict[str, Any]:
+    cells = point.cells
+    return {
+        "agent_id": agent,
+        "stints": _count(cells, "agent_stint"),
+        "handle_time": _stats(point, "agent_stint", point.percentiles()),
+        "agent_messages": _count(cells, "agent_message"),
+        "first_responses": _count(cells, "first_response"),
+        "tickets_closed": _count(cells, "closed"),
+    }
 
 
 async def agents(
@@ -163,20 +259,10 @@ async def agents(
 ) -> list[dict[str, Any]]:
     """Per agent: stints and handle time at the stint's end, messages and first
     responses at their time, tickets closed while the agent held them."""
-    by_agent = await _cells(engine, tenant, "agent", [start, end])
-    rows = [
-        {
-            "agent_id": agent,
-            "stints": _count(cells, "agent_stint"),
-            "handle_time": _stats(cells.get("agent_stint")),
-            "agent_messages": _count(cells, "agent_message"),
-            "first_responses": _count(cells, "first_response"),
-            "tickets_closed": _count(cells, "closed"),
-        }
-        for (_, agent), cells in sorted(by_agent.items())
-    ]
-    return [r for r in rows if r["stints"] or r["agent_messages"] or r["first_responses"]
-            or r["tickets_closed"]]  # fmt: skip
+    by_agent = await _points(engine, tenant, "agent", [start, end])
+    rows = [_agent_row(agent, point) for (_, agent), point in sorted(by_agent.items())]
+    counted = ("stints", "agent_messages", "first_responses", "tickets_closed")
+    return [r for r in rows if any(r[k] for k in counted)]
 
 
 async def ticket_doc(engine: AsyncEngine, tenant: str, ticket_id: str) -> dict[str, Any] | None:

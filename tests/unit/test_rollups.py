@@ -10,9 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.loader.rollups import Key, contribution
+from services.report.queries import Point
 from services.report.stats import day_range, nearest_rank
 from shared.histogram import EDGES, SLA_SECONDS, at_most, bin_of, merge, of_values, percentile
-from shared.rollups import Cells, combo, pruned
+from shared.rollups import Rollup, combo, decode_hists, pcts_of, row_values
 from shared.timebuckets import LEVEL_SECONDS, buckets_of, decompose, epoch_s
 
 values = st.lists(st.integers(min_value=0, max_value=10**10), min_size=1, max_size=300)
@@ -93,18 +94,51 @@ def test_a_retracted_contribution_leaves_nothing_behind() -> None:
     old = [measure("created", t), measure("assigned", t + timedelta(seconds=40), 40_000),
            measure("group_stint", t, 40_000, group_id="g1", answered=True)]  # fmt: skip
     new = [*old, measure("closed", t + timedelta(minutes=9), 540_000, agent_id="a1")]
-    delta: dict[Key, Cells] = {}
+    delta: dict[Key, Rollup] = {}
     contribution(old, 1, delta)
     contribution(old, -1, delta)
     contribution(new, 1, delta)
-    expected: dict[Key, Cells] = {}
+    expected: dict[Key, Rollup] = {}
     contribution(new, 1, expected)
-    live = {k: pruned(v) for k, v in delta.items() if pruned(v)}
+    live = {k: v.pruned() for k, v in delta.items() if v.pruned()}
     assert live == expected
-    kinds = {(dim, kind) for (dim, *_), cells in expected.items() for kind in cells}
+    kinds = {(dim, kind) for (dim, *_), row in expected.items() for kind in row.cells}
     assert ("group", "group_answered") in kinds and ("agent", "closed") in kinds
     assert ("combo", "created") in kinds
     combos = {value for (dim, _, _, value) in expected if dim == "combo"}
     assert combos == {combo("web", "g1", "a1")}
     day = expected[("all", 2, epoch_s(t.replace(hour=0)), "")]
-    assert day["assigned"] == [1, 40_000, {str(bin_of(40_000)): [1, 40_000]}]
+    assert day.cells["assigned"] == [1, 40_000]
+    assert day.hists["assigned"] == {bin_of(40_000): [1, 40_000]}
+
+
+def test_stored_histograms_round_trip_and_give_the_rows_percentiles() -> None:
+    t = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    firsts = [measure("first_response", t, v, agent_id="a1") for v in (5_000, 61_000, 900_000)]
+    rows: dict[Key, Rollup] = {}
+    contribution(firsts, 1, rows)
+    row = rows[("all", 0, epoch_s(t), "")]
+    stored = row_values(row)
+    assert decode_hists(stored["hists"]) == row.hists
+    assert stored["pcts"] == {"first_response": [61_000, 900_000, 900_000]}
+    assert row.cells["first_response_sla"] == [
+        sum(v <= s * 1000 for v in (5_000, 61_000, 900_000)) for s in SLA_SECONDS
+    ]
+
+
+@given(st.lists(values, min_size=1, max_size=4), st.sampled_from((7, 125, 3601)))
+def test_merged_stored_histograms_give_what_one_row_would(parts: list[list[int]], sla: int) -> None:
+    """Several buckets read as histograms equal one bucket read as its percentiles."""
+    rows = [Rollup({}, {"reply": of_values(p), "first_response": of_values(p)}) for p in parts]
+    merged = Rollup()
+    for row in rows:
+        merged.add(row)
+    point = Point()
+    for row in rows:
+        point.add(Point({}, None, [row_values(row)["hists"]], 1))
+    assert point.percentiles() == pcts_of(merged.hists)
+    everything = [v for p in parts for v in p]
+    within = point.within(sla * 1000)  # not a contract SLA: from the histograms
+    assert within == at_most(merged.hists["first_response"], sla * 1000)
+    near = sum(1 for v in everything if abs(v - sla * 1000) <= 0.02 * sla * 1000)
+    assert abs(within - sum(v <= sla * 1000 for v in everything)) <= near
