@@ -335,23 +335,27 @@ def measures_of(h: History, i: int) -> list[dict[str, Any]]:
 
 def ticket_rows(h: History, tenant: str) -> Iterator[tuple[Any, ...]]:
     """Rows of `tickets` (doc: metrics only; events are not generated)."""
-    closed = h.closed_at
+    closed, assigned = h.closed_at.tolist(), h.assigned_at.tolist()
+    responded, created = h.responded_at.tolist(), h.created.tolist()
+    wait, frt, handle = h.wait.tolist(), h.frt.tolist(), h.handle.tolist()
+    abandoned, transferred = h.abandoned.tolist(), (h.group2 >= 0).tolist()
+    channel, group, agent = h.channel.tolist(), h.group.tolist(), h.agent.tolist()
+    customer, agent_msgs, bot = h.customer.tolist(), h.agent_msgs.tolist(), h.bot.tolist()
     for i in range(h.n):
-        ab = bool(h.abandoned[i])
-        wait = None if ab else int(h.wait[i])
-        frt = None if ab else int(h.wait[i] + h.frt[i])
-        handle = None if ab else int(h.handle[i])
-        resolution = int(closed[i] - h.created[i])
-        metrics = {"status": "closed", "wait_time_ms": wait, "first_response_time_ms": frt,
-                   "handle_time_ms": handle, "resolution_time_ms": resolution,
-                   "abandoned": ab, "transfers": int(h.group2[i] >= 0)}  # fmt: skip
+        ab = abandoned[i]
+        first = None if ab else wait[i] + frt[i]
+        resolution = closed[i] - created[i]
+        metrics = {"status": "closed", "wait_time_ms": None if ab else wait[i],
+                   "first_response_time_ms": first, "handle_time_ms": None if ab else handle[i],
+                   "resolution_time_ms": resolution, "abandoned": ab,
+                   "transfers": int(transferred[i])}  # fmt: skip
         yield (
-            tenant, f"t-{i:08d}", 1, "closed", CHANNELS[h.channel[i]], GROUPS[h.group[i]],
-            None if ab else AGENTS[h.agent[i]], _dt(h.created[i]), _dt(closed[i]),
+            tenant, f"t-{i:08d}", 1, "closed", CHANNELS[channel[i]], GROUPS[group[i]],
+            None if ab else AGENTS[agent[i]], _dt(created[i]), _dt(closed[i]),
             orjson.dumps({"metrics": metrics}).decode(),
-            None if ab else _dt(h.assigned_at[i]), None if ab else _dt(h.responded_at[i]),
-            wait, frt, handle, resolution, ab, int(h.group2[i] >= 0), int(h.customer[i]),
-            int(h.agent_msgs[i]), int(h.bot[i]),
+            None if ab else _dt(assigned[i]), None if ab else _dt(responded[i]),
+            metrics["wait_time_ms"], first, metrics["handle_time_ms"], resolution, ab,
+            int(transferred[i]), customer[i], agent_msgs[i], bot[i],
         )  # fmt: skip
 
 

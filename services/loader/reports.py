@@ -17,7 +17,7 @@ import orjson
 from sqlalchemy import delete, insert, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from services.loader.rollups import Key, apply, contribution
+from services.loader.rollups import Key, apply, changes, contribution
 from shared.db import ticket_measures, tickets
 from shared.layout import ENRICHED, decode_ndjson_lines, expect_key
 from shared.objects import get_bytes
@@ -156,8 +156,6 @@ async def load_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> in
                 .where(tuple_(ticket_measures.c.tenant_id, ticket_measures.c.ticket_id).in_(keys))
                 .returning(*ticket_measures.c)
             )
-            for retracted in old.mappings():
-                contribution([retracted], -1, deltas.setdefault(retracted["tenant_id"], {}))
             rows = [
                 row
                 for r in chunk
@@ -166,8 +164,10 @@ async def load_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> in
             ]
             if rows:
                 await conn.execute(insert(ticket_measures), rows)
-            for row in rows:
-                contribution([row], 1, deltas.setdefault(row["tenant_id"], {}))
+            removed, added = changes(old.mappings(), rows)  # most measurements stay
+            for sign, changed_rows in ((-1, removed), (1, added)):
+                for m in changed_rows:
+                    contribution([m], sign, deltas.setdefault(m["tenant_id"], {}))
             changed += len(keys)
         for tenant in sorted(deltas):  # last, in key order: hot rows are held briefly
             await apply(conn, tenant, deltas[tenant])

@@ -9,6 +9,7 @@ written back, with the percentiles of each row, before the transaction commits.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -23,8 +24,8 @@ from shared.rollups import (
     HIST_CODE,
     SLA_CELL,
     SLA_MS,
-    Hists,
     Rollup,
+    add_cells,
     combo,
     decode_hists,
     row_values,
@@ -65,30 +66,56 @@ def _epoch_ms(at: datetime | int) -> int:
     return at if isinstance(at, int) else int(at.timestamp() * 1000)
 
 
-def _measure_rollup(kind: str, value: int | None) -> Rollup:
-    total = 0 if value is None else value
-    cells = {kind: [1, total]}
-    hists: Hists = {}
-    if kind in HIST_CODE and value is not None:
-        hists[kind] = {bin_of(value): [1, value]}
-        if kind == "first_response":
-            cells[SLA_CELL] = [int(value <= limit) for limit in SLA_MS]
-    return Rollup(cells, hists)
+MEASURE_FIELDS = ("tenant_id", "kind", "at", "value_ms", "agent_id", "channel",
+                  "first_group_id", "last_agent_id", "group_id", "answered", "abandoned",
+                  "transferred_out")  # fmt: skip
+
+
+def changes(
+    old: Iterable[Mapping[Any, Any]], new: Iterable[Mapping[Any, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(removed, added): the measurements only in `old`, only in `new`, as multisets.
+    A new version of a ticket usually changes few of them."""
+    before = Counter(tuple(m[f] for f in MEASURE_FIELDS) for m in old)
+    after = Counter(tuple(m[f] for f in MEASURE_FIELDS) for m in new)
+    return (
+        [dict(zip(MEASURE_FIELDS, t, strict=True)) for t in (before - after).elements()],
+        [dict(zip(MEASURE_FIELDS, t, strict=True)) for t in (after - before).elements()],
+    )
 
 
 def contribution(measures: Iterable[Mapping[Any, Any]], sign: int, into: dict[Key, Rollup]) -> None:
     """Add (sign=1) or retract (sign=-1) measurements into `into`."""
     for m in measures:
         value = m["value_ms"]
+        total = 0 if value is None else sign * value
         buckets = buckets_of(_epoch_ms(m["at"]))
         for dim, dim_value, kind in _slots(m):
-            one = _measure_rollup(kind, value)
+            hist = kind in HIST_CODE and value is not None
+            b = bin_of(value) if hist else 0
+            within = hist and kind == "first_response"
+            sla = [sign * (value <= limit) for limit in SLA_MS] if within else None
             for level, bucket in buckets:
                 key = (dim, level, bucket, dim_value)
                 row = into.get(key)
                 if row is None:
                     row = into[key] = Rollup()
-                row.add(one, sign)
+                cell = row.cells.get(kind)
+                if cell is None:
+                    row.cells[kind] = [sign, total]
+                else:
+                    cell[0] += sign
+                    cell[1] += total
+                if hist:
+                    bins = row.hists.setdefault(kind, {})
+                    counts = bins.get(b)
+                    if counts is None:
+                        bins[b] = [sign, total]
+                    else:
+                        counts[0] += sign
+                        counts[1] += total
+                if sla is not None:
+                    add_cells(row.cells, {SLA_CELL: sla})
 
 
 CHUNK = 5000  # rows per statement: 5 parameters each, asyncpg takes at most 32,767

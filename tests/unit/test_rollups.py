@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.loader.rollups import Key, contribution
+from services.loader.rollups import Key, changes, contribution
 from services.report.queries import Point
 from services.report.stats import day_range, nearest_rank
 from shared.histogram import EDGES, SLA_SECONDS, at_most, bin_of, merge, of_values, percentile
@@ -142,3 +142,25 @@ def test_merged_stored_histograms_give_what_one_row_would(parts: list[list[int]]
     assert within == at_most(merged.hists["first_response"], sla * 1000)
     near = sum(1 for v in everything if abs(v - sla * 1000) <= 0.02 * sla * 1000)
     assert abs(within - sum(v <= sla * 1000 for v in everything)) <= near
+
+
+def test_only_changed_measurements_are_retracted_and_added() -> None:
+    t = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    same = [measure("created", t, tenant_id="x"), measure("customer_message", t, tenant_id="x"),
+            measure("customer_message", t, tenant_id="x")]  # fmt: skip
+    old = [*same, measure("assigned", t, 40_000, tenant_id="x")]
+    new = [*same, measure("customer_message", t, tenant_id="x"),
+           measure("assigned", t, 41_000, tenant_id="x")]  # fmt: skip
+    removed, added = changes(old, new)
+    assert [(m["kind"], m["value_ms"]) for m in removed] == [("assigned", 40_000)]
+    assert sorted((m["kind"], m["value_ms"] or 0) for m in added) == [
+        ("assigned", 41_000), ("customer_message", 0)]  # fmt: skip
+    full: dict[Key, Rollup] = {}
+    contribution(old, -1, full)
+    contribution(new, 1, full)
+    diff: dict[Key, Rollup] = {}
+    contribution(removed, -1, diff)
+    contribution(added, 1, diff)
+    assert {k: v.pruned() for k, v in full.items() if v.pruned()} == {
+        k: v.pruned() for k, v in diff.items() if v.pruned()
+    }
