@@ -220,6 +220,20 @@ async def test_late_close_replaces_the_open_ticket(
     after = await eventually(realtime, lambda r: r["assigned_now"]["total"] == 0)
     assert after["assigned_now"] == {"total": 0, "by_agent": {}}
 
+    # The open version was counted, then retracted: the reports count the ticket once.
+    day = datetime.fromtimestamp(b / 1000, tz=UTC).date()
+    reports = f"{services['report']}/v1/tenants/{tenant}/reports"
+    dates = {"from": str(day - timedelta(days=1)), "to": str(day + timedelta(days=1))}
+    summary = (await http.get(f"{reports}/summary", params=dates, headers=headers)).json()
+    assert (summary["tickets_created"], summary["tickets_closed"]) == (1, 1)
+    assert summary["wait_time"] == {"count": 1, "avg_ms": 30_000, "p50_ms": 30_000,
+                                    "p90_ms": 30_000, "p95_ms": 30_000}  # fmt: skip
+    assert summary["handle_time"]["p95_ms"] == 60_000  # one value: exact, not a bin's middle
+    agents = (await http.get(f"{reports}/agents", params=dates, headers=headers)).json()
+    assert [(a["agent_id"], a["stints"], a["tickets_closed"]) for a in agents["rows"]] == [
+        ("ann", 1, 1)
+    ]
+
 
 async def test_filter_quarantines_bad_lines_and_keeps_the_good(
     services: dict[str, str],
