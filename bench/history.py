@@ -20,7 +20,7 @@ import orjson
 
 from shared.histogram import EDGES, at_most
 from shared.rollups import HIST_KINDS, SLA_CELL, SLA_MS, Rollup, combo, row_values
-from shared.timebuckets import LEVEL_SECONDS, instant
+from shared.timebuckets import LEVEL_SECONDS, QUARTER_S, Calendar, calendar_buckets, instant
 
 Array = np.ndarray[Any, Any]
 CHANNELS = ("whatsapp", "webchat")
@@ -225,7 +225,7 @@ def _aggregate(keys: Array, n: Array, total: Array) -> tuple[Array, Array, Array
 KIND_BITS, BIN_BITS, VALUE_BITS = 5, 11, 12
 
 
-def rows(h: History, m: Measures, dim: str) -> Iterator[Row]:
+def rows(h: History, m: Measures, dim: str, cals: tuple[Calendar, ...] = ()) -> Iterator[Row]:
     """Every rollup row of `dim`, as (dim, level, bucket, dim_value, cells JSON,
     hists, pcts JSON)."""
     mask, value_idx, names = dimension(h, m, dim)
@@ -242,6 +242,15 @@ def rows(h: History, m: Measures, dim: str) -> Iterator[Row]:
     del value, bins, hist, kind
     cells = _aggregate(key, n, total)
     del key, n, total
+    for cal in cals:
+        for k in range(3):  # the zone's days, weeks, months, from the quarter hours
+            start = {q: calendar_buckets(cal.name, cal.code, q * QUARTER_S)[k][1] // QUARTER_S
+                     for q in np.unique(cells[0] >> (VALUE_BITS + KIND_BITS)).tolist()}  # fmt: skip
+            yield from _emit(
+                dim, cal.code + k, 1,
+                _regroup(cells, start, VALUE_BITS + KIND_BITS),
+                _regroup(bins_agg, start, VALUE_BITS + KIND_BITS + BIN_BITS), names,
+            )  # fmt: skip
     ratio_prev = 1
     for level, width in enumerate(LEVEL_SECONDS):
         ratio = width // LEVEL_SECONDS[0]
@@ -250,6 +259,15 @@ def rows(h: History, m: Measures, dim: str) -> Iterator[Row]:
             bins_agg = _coarser(bins_agg, ratio_prev, ratio, VALUE_BITS + KIND_BITS + BIN_BITS)
         ratio_prev = ratio
         yield from _emit(dim, level, ratio, cells, bins_agg, names)
+
+
+def _regroup(agg: tuple[Array, Array, Array], start: dict[int, int], shift: int) -> tuple[
+        Array, Array, Array]:  # fmt: skip
+    """Quarter-hour aggregates regrouped by the bucket each quarter falls in."""
+    keys, n, total = agg
+    quarters, inverse = np.unique(keys >> shift, return_inverse=True)
+    buckets = np.array([start[q] for q in quarters.tolist()], dtype=np.int64)[inverse]
+    return _aggregate((buckets << shift) | (keys & ((1 << shift) - 1)), n, total)
 
 
 def _coarser(agg: tuple[Array, Array, Array], was: int, now: int, shift: int) -> tuple[

@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.timebuckets import Calendar, calendars
+
 LOCAL_ENV_FILE = Path(".telemetry") / "local.env"
 
 
@@ -65,6 +67,14 @@ class Settings(BaseSettings):
     ticket_buckets: int = Field(default=2, ge=1, le=4096)
     compact_after: int = Field(default=6, ge=2)
     store_cache_lines: int = Field(default=500_000, ge=0)
+    # Zones whose local days, weeks and months get their own rollup rows (fast
+    # reports in them; other zones are exact too, from UTC buckets). The loader
+    # and the report service must agree; a zone added later has rows only from
+    # then on.
+    report_zones: str = "UTC,America/Sao_Paulo"
+
+    def report_calendars(self) -> tuple[Calendar, ...]:
+        return calendars(tuple(z.strip() for z in self.report_zones.split(",") if z.strip()))
 
     def queue_names(self) -> list[str]:
         return [

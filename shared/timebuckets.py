@@ -1,14 +1,22 @@
 """Time buckets of the rollups and the decomposition of a range into them.
 
-Buckets are aligned on the Unix epoch at seven levels: 15 minutes, 1 hour,
-then 1, 4, 16, 64 and 256 days. Every zone offset in use is a multiple of 15
-minutes, so a day (or hour, week, month) in any zone is an exact union of
-buckets, and a range of any length is a few dozen of them at most.
+Two families of buckets:
+- Epoch-aligned UTC buckets at seven levels: 15 minutes, 1 hour, then 1, 4,
+  16, 64 and 256 days. Every zone offset in use is a multiple of 15 minutes,
+  so a day (or hour, week, month) in any zone is an exact union of them.
+- Calendar buckets of each report zone (`TELEMETRY_REPORT_ZONES`): its local
+  days, Monday weeks and months. A day, week or month in such a zone is one
+  bucket, whose percentiles are stored: a daily series over a year reads 365
+  rows and merges no histogram.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 QUARTER_S = 900
 LEVEL_SECONDS = (900, 3600, 86400, 4 * 86400, 16 * 86400, 64 * 86400, 256 * 86400)
@@ -16,14 +24,61 @@ LEVEL_SECONDS = (900, 3600, 86400, 4 * 86400, 16 * 86400, 64 * 86400, 256 * 8640
 Piece = tuple[int, int]  # (level, bucket start in epoch seconds)
 
 
-def buckets_of(epoch_ms: int) -> list[Piece]:
+@dataclass(frozen=True)
+class Calendar:
+    """A report zone. Its days, weeks and months are levels code, code+1, code+2:
+    a stable function of the zone's name, so no registry is needed."""
+
+    name: str
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.name)
+
+    @property
+    def code(self) -> int:
+        return 1000 + 3 * (zlib.crc32(self.name.encode()) % 10_000)
+
+
+def calendars(names: tuple[str, ...]) -> tuple[Calendar, ...]:
+    found = tuple(Calendar(n) for n in names)
+    if len({c.code for c in found}) != len(found):
+        raise ValueError(f"report zones {names} share a level code; drop one")
+    for c in found:
+        c.zone  # noqa: B018 - an unknown zone fails at start, not in a loader batch
+    return found
+
+
+def local_midnight(day: date, zone: ZoneInfo) -> int:
+    """The instant a local day starts, in epoch seconds (the only definition used)."""
+    return int(datetime.combine(day, time(), tzinfo=zone).timestamp())
+
+
+@lru_cache(maxsize=65_536)
+def calendar_buckets(name: str, code: int, quarter_s: int) -> tuple[Piece, ...]:
+    """The local day, week and month holding a quarter hour (all of it: a quarter
+    never straddles a local midnight)."""
+    zone = ZoneInfo(name)
+    day = datetime.fromtimestamp(quarter_s, zone).date()
+    week = day - timedelta(days=day.weekday())
+    return (
+        (code, local_midnight(day, zone)),
+        (code + 1, local_midnight(week, zone)),
+        (code + 2, local_midnight(day.replace(day=1), zone)),
+    )
+
+
+def buckets_of(epoch_ms: int, cals: tuple[Calendar, ...] = ()) -> list[Piece]:
     """The bucket of every level holding this instant."""
     s = epoch_ms // 1000
-    return [(level, s - s % width) for level, width in enumerate(LEVEL_SECONDS)]
+    pieces = [(level, s - s % width) for level, width in enumerate(LEVEL_SECONDS)]
+    for cal in cals:
+        pieces.extend(calendar_buckets(cal.name, cal.code, s - s % QUARTER_S))
+    return pieces
 
 
 def decompose(start_s: int, end_s: int) -> list[Piece]:
-    """[start_s, end_s) as the fewest aligned buckets, greedily from the left."""
+    """[start_s, end_s) as the fewest aligned UTC buckets, greedily from the left."""
     if start_s % QUARTER_S or end_s % QUARTER_S:
         raise ValueError("range edges must be multiples of 15 minutes")
     pieces: list[Piece] = []
@@ -32,6 +87,32 @@ def decompose(start_s: int, end_s: int) -> list[Piece]:
         level = max(lv for lv, w in enumerate(LEVEL_SECONDS) if t % w == 0 and t + w <= end_s)
         pieces.append((level, t))
         t += LEVEL_SECONDS[level]
+    return pieces
+
+
+def _next_month(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def decompose_local(cal: Calendar, start: date, end: date) -> list[Piece]:
+    """The local days [start, end) of a report zone as months, weeks and days."""
+    zone = cal.zone
+    pieces: list[Piece] = []
+    day = start
+    while day < end:
+        month_end = _next_month(day)
+        week_end = day + timedelta(days=7)
+        # a week may cross into the next month only if no whole month follows
+        week_fits = week_end <= end and (week_end <= month_end or _next_month(month_end) > end)
+        if day.day == 1 and month_end <= end:
+            pieces.append((cal.code + 2, local_midnight(day, zone)))
+            day = month_end
+        elif day.weekday() == 0 and week_fits:
+            pieces.append((cal.code + 1, local_midnight(day, zone)))
+            day += timedelta(days=7)
+        else:
+            pieces.append((cal.code, local_midnight(day, zone)))
+            day += timedelta(days=1)
     return pieces
 
 

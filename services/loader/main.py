@@ -21,7 +21,12 @@ async def run(settings: Settings) -> None:
                 bucket=settings.bucket,
                 table=settings.realtime_table,
             )
-            rp = reports.ReportLoaderDeps(s3=aws.s3, bucket=settings.bucket, engine=engine)
+            rp = reports.ReportLoaderDeps(
+                s3=aws.s3,
+                bucket=settings.bucket,
+                engine=engine,
+                calendars=settings.report_calendars(),
+            )
             workers = [
                 await queue_worker(
                     aws.sqs, settings, settings.realtime_queue, partial(realtime.handle, rt)

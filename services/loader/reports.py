@@ -21,6 +21,7 @@ from services.loader.rollups import Key, apply, changes, contribution
 from shared.db import ticket_measures, tickets
 from shared.layout import ENRICHED, decode_ndjson_lines, expect_key
 from shared.objects import get_bytes
+from shared.timebuckets import Calendar
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,6 +33,7 @@ class ReportLoaderDeps:
     s3: S3Client
     bucket: str
     engine: AsyncEngine
+    calendars: tuple[Calendar, ...] = ()
 
 
 def _ts(ms: int | None) -> datetime | None:
@@ -139,7 +141,9 @@ def _upsert(records: list[dict[str, Any]]) -> Any:
     ).returning(tickets.c.tenant_id, tickets.c.ticket_id)
 
 
-async def load_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> int:
+async def load_records(
+    engine: AsyncEngine, records: list[dict[str, Any]], cals: tuple[Calendar, ...] = ()
+) -> int:
     """Upsert newer versions, their measurements and their rollup deltas, in one
     transaction; returns how many tickets changed."""
     records = sorted(records, key=lambda r: (r["tenant_id"], r["ticket_id"]))  # lock order
@@ -167,7 +171,7 @@ async def load_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> in
             removed, added = changes(old.mappings(), rows)  # most measurements stay
             for sign, changed_rows in ((-1, removed), (1, added)):
                 for m in changed_rows:
-                    contribution([m], sign, deltas.setdefault(m["tenant_id"], {}))
+                    contribution([m], sign, deltas.setdefault(m["tenant_id"], {}), cals)
             changed += len(keys)
         for tenant in sorted(deltas):  # last, in key order: hot rows are held briefly
             await apply(conn, tenant, deltas[tenant])
@@ -177,4 +181,5 @@ async def load_records(engine: AsyncEngine, records: list[dict[str, Any]]) -> in
 async def handle(deps: ReportLoaderDeps, key: str) -> None:
     expect_key(key, ENRICHED)
     data = await get_bytes(deps.s3, deps.bucket, key)
-    await load_records(deps.engine, [orjson.loads(line) for line in decode_ndjson_lines(data)])
+    records = [orjson.loads(line) for line in decode_ndjson_lines(data)]
+    await load_records(deps.engine, records, deps.calendars)

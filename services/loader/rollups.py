@@ -30,7 +30,7 @@ from shared.rollups import (
     decode_hists,
     row_values,
 )
-from shared.timebuckets import buckets_of, instant
+from shared.timebuckets import Calendar, buckets_of, instant
 
 SUMMARY_KINDS = frozenset({
     "created", "closed", "abandoned", "transfers", "customer_message", "agent_message",
@@ -84,12 +84,18 @@ def changes(
     )
 
 
-def contribution(measures: Iterable[Mapping[Any, Any]], sign: int, into: dict[Key, Rollup]) -> None:
-    """Add (sign=1) or retract (sign=-1) measurements into `into`."""
+def contribution(
+    measures: Iterable[Mapping[Any, Any]],
+    sign: int,
+    into: dict[Key, Rollup],
+    cals: tuple[Calendar, ...] = (),
+) -> None:
+    """Add (sign=1) or retract (sign=-1) measurements into `into`, in the UTC
+    buckets and in the calendar buckets of every report zone."""
     for m in measures:
         value = m["value_ms"]
         total = 0 if value is None else sign * value
-        buckets = buckets_of(_epoch_ms(m["at"]))
+        buckets = buckets_of(_epoch_ms(m["at"]), cals)
         for dim, dim_value, kind in _slots(m):
             hist = kind in HIST_CODE and value is not None
             b = bin_of(value) if hist else 0

@@ -28,6 +28,7 @@ from shared.http import (
     service_router,
 )
 from shared.settings import Settings
+from shared.timebuckets import Calendar
 
 
 def get_engine(request: Request) -> AsyncEngine:
@@ -41,6 +42,12 @@ def readable_tenant(api_key: ApiKeyDep, tenant_id: Annotated[str, Path()]) -> st
     if not TENANT_RE.match(tenant_id):
         raise ApiError(404, "not_found", "no such tenant")
     return tenant_id
+
+
+def report_calendar(request: Request, tz: TzParam = "UTC") -> Calendar | None:
+    """The report zone `tz` is, if it is one: its days, weeks and months are stored."""
+    found: dict[str, Calendar] = request.app.state.calendars
+    return found.get(tz)
 
 
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
@@ -59,6 +66,7 @@ def date_range(from_: FromParam, to: ToParam, tz: TzParam = "UTC") -> tuple[date
 
 
 Range = Annotated[tuple[datetime, datetime], Depends(date_range)]
+CalendarDep = Annotated[Calendar | None, Depends(report_calendar)]
 
 
 def answer(request: Request, body: dict[str, Any], rows: list[dict[str, Any]]) -> Response:
@@ -74,13 +82,14 @@ async def summary(
     tenant: Tenant,
     engine: EngineDep,
     dates: Range,
+    cal: CalendarDep,
     group_id: str | None = None,
     agent_id: str | None = None,
     channel: str | None = None,
     sla_seconds: SlaParam = 60,
 ) -> Response:
     filters = queries.Filters(group_id=group_id, agent_id=agent_id, channel=channel)
-    [body] = await queries.summaries(engine, tenant, list(dates), filters, sla_seconds)
+    [body] = await queries.summaries(engine, tenant, list(dates), filters, sla_seconds, cal)
     return answer(request, body, [body])
 
 
@@ -92,6 +101,7 @@ async def timeseries(
     from_: FromParam,
     to: ToParam,
     granularity: Annotated[str, Query(description="hour, day, week or month")],
+    cal: CalendarDep,
     tz: TzParam = "UTC",
     group_id: str | None = None,
     agent_id: str | None = None,
@@ -105,7 +115,7 @@ async def timeseries(
         {"start": format_ms(to_ms(label)), **point}
         for label, point in zip(
             labels,
-            await queries.summaries(engine, tenant, bounds, filters, sla_seconds),
+            await queries.summaries(engine, tenant, bounds, filters, sla_seconds, cal),
             strict=True,
         )
     ]
@@ -113,14 +123,18 @@ async def timeseries(
 
 
 @router.get("/reports/groups")
-async def groups(request: Request, tenant: Tenant, engine: EngineDep, dates: Range) -> Response:
-    rows = await queries.groups(engine, tenant, *dates)
+async def groups(
+    request: Request, tenant: Tenant, engine: EngineDep, dates: Range, cal: CalendarDep
+) -> Response:
+    rows = await queries.groups(engine, tenant, *dates, cal)
     return answer(request, {"rows": rows}, rows)
 
 
 @router.get("/reports/agents")
-async def agents(request: Request, tenant: Tenant, engine: EngineDep, dates: Range) -> Response:
-    rows = await queries.agents(engine, tenant, *dates)
+async def agents(
+    request: Request, tenant: Tenant, engine: EngineDep, dates: Range, cal: CalendarDep
+) -> Response:
+    rows = await queries.agents(engine, tenant, *dates, cal)
     return answer(request, {"rows": rows}, rows)
 
 
@@ -153,6 +167,7 @@ def create_app(settings: Settings) -> FastAPI:
                 app.state.settings = settings
                 app.state.aws = aws
                 app.state.engine = engine
+                app.state.calendars = {c.name: c for c in settings.report_calendars()}
                 app.state.keys = KeyStore(aws.dynamodb, settings.keys_table)
                 yield
         finally:

@@ -30,7 +30,15 @@ from shared.rollups import (
     Cells,
     add_cells,
 )
-from shared.timebuckets import decompose, epoch_s, instant
+from shared.timebuckets import (
+    Calendar,
+    Piece,
+    decompose,
+    decompose_local,
+    epoch_s,
+    instant,
+    local_midnight,
+)
 
 STATS_FIELDS = {
     "wait_time": "assigned",
@@ -133,11 +141,23 @@ def _dimension(filters: Filters) -> tuple[str, str, dict[str, Any]]:
     return "combo", where, {"sep": SEP, **given}
 
 
+def _pieces(lo: datetime, hi: datetime, cal: Calendar | None) -> list[Piece]:
+    """The buckets of [lo, hi): local days, weeks and months when it is whole
+    days of a report zone, else UTC buckets."""
+    if cal is not None:
+        zone = cal.zone
+        first, last = lo.astimezone(zone).date(), hi.astimezone(zone).date()
+        if epoch_s(lo) == local_midnight(first, zone) and epoch_s(hi) == local_midnight(last, zone):
+            return decompose_local(cal, first, last)
+    return decompose(epoch_s(lo), epoch_s(hi))
+
+
 async def _points(
     engine: AsyncEngine,
     tenant: str,
     dim: str,
     bounds: list[datetime],
+    cal: Calendar | None,
     where: str = "TRUE",
     params: dict[str, Any] | None = None,
     merge_values: bool = False,
@@ -149,7 +169,7 @@ async def _points(
     points: list[int] = []
     single: list[bool] = []
     for i, (lo, hi) in enumerate(pairwise(bounds)):
-        pieces = decompose(epoch_s(lo), epoch_s(hi))
+        pieces = _pieces(lo, hi, cal)
         for level, bucket in pieces:
             levels.append(level)
             buckets.append(instant(bucket))
@@ -209,13 +229,14 @@ async def summaries(
     bounds: list[datetime],
     filters: Filters,
     sla_seconds: int,
+    cal: Calendar | None = None,
 ) -> list[dict[str, Any]]:
     """The summary of each interval [bounds[i], bounds[i + 1])."""
     dim, where, params = _dimension(filters)
     exact_sla = sla_seconds * 1000 in SLA_MS
     merge = dim == "combo" or not exact_sla  # several rows per point, or histograms needed
     by_interval = [Point() for _ in bounds[:-1]]
-    read = await _points(engine, tenant, dim, bounds, where, params, merge_values=merge)
+    read = await _points(engine, tenant, dim, bounds, cal, where, params, merge_values=merge)
     for (i, _), point in read.items():
         by_interval[i].add(point)
     return [_summary(point, sla_seconds) for point in by_interval]
@@ -234,10 +255,10 @@ def _group_row(group: str, point: Point) -> dict[str, Any]:
 
 
 async def groups(
-    engine: AsyncEngine, tenant: str, start: datetime, end: datetime
+    engine: AsyncEngine, tenant: str, start: datetime, end: datetime, cal: Calendar | None = None
 ) -> list[dict[str, Any]]:
     """Group stints that ended in the range, per group."""
-    by_group = await _points(engine, tenant, "group", [start, end])
+    by_group = await _points(engine, tenant, "group", [start, end], cal)
     rows = [_group_row(group, point) for (_, group), point in sorted(by_group.items())]
     return [r for r in rows if r["stints"]]
 
@@ -255,11 +276,11 @@ def _agent_row(agent: str, point: Point) -> dict[str, Any]:
 
 
 async def agents(
-    engine: AsyncEngine, tenant: str, start: datetime, end: datetime
+    engine: AsyncEngine, tenant: str, start: datetime, end: datetime, cal: Calendar | None = None
 ) -> list[dict[str, Any]]:
     """Per agent: stints and handle time at the stint's end, messages and first
     responses at their time, tickets closed while the agent held them."""
-    by_agent = await _points(engine, tenant, "agent", [start, end])
+    by_agent = await _points(engine, tenant, "agent", [start, end], cal)
     rows = [_agent_row(agent, point) for (_, agent), point in sorted(by_agent.items())]
     counted = ("stints", "agent_messages", "first_responses", "tickets_closed")
     return [r for r in rows if any(r[k] for k in counted)]

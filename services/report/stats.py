@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.histogram import rank
 from shared.http import ApiError
+from shared.timebuckets import instant, local_midnight
 
 PERCENTILES = (("p50_ms", 50), ("p90_ms", 90), ("p95_ms", 95))
 
@@ -50,7 +51,7 @@ def parse_date(value: str, name: str) -> date:
 
 
 def _midnight(day: date, tz: ZoneInfo) -> datetime:
-    return datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
+    return instant(local_midnight(day, tz))
 
 
 def day_range(start: date, end: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
@@ -59,7 +60,7 @@ def day_range(start: date, end: date, tz: ZoneInfo) -> tuple[datetime, datetime]
         raise ApiError(400, "invalid_range", "from is after to")
     try:
         return _midnight(start, tz), _midnight(end + timedelta(days=1), tz)
-    except OverflowError as exc:
+    except (OverflowError, ValueError) as exc:
         raise ApiError(400, "invalid_date", "date out of range") from exc
 
 

@@ -91,6 +91,16 @@ async def test_summary_timeseries_groups_and_tickets_reconcile(
         assert total(points) == additive(summary), granularity
     kathmandu = await get("summary", tz="Asia/Kathmandu")
     assert additive(kathmandu) == additive(summary)  # the range covers everything either way
+    # A report zone reads its own days and months; a zone with the same offset
+    # that is not one reads UTC buckets: the same values either way.
+    sao_paulo = await get("summary", tz="America/Sao_Paulo")
+    assert sao_paulo == await get("summary", tz="America/Argentina/Buenos_Aires")
+    assert additive(sao_paulo) == additive(summary)
+    for granularity in ("day", "week", "month"):
+        points = await get("timeseries", granularity=granularity, tz="America/Sao_Paulo")
+        same = (await get("timeseries", granularity=granularity,
+                          tz="America/Argentina/Buenos_Aires"))  # fmt: skip
+        assert [p for p in points["points"]] == [p for p in same["points"]], granularity
 
     by_group = [await get("summary", group_id=g) for g in {r.first_group_id for r in results}]
     assert total(by_group) == additive(summary)

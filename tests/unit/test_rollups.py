@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
@@ -14,7 +14,15 @@ from services.report.queries import Point
 from services.report.stats import day_range, nearest_rank
 from shared.histogram import EDGES, SLA_SECONDS, at_most, bin_of, merge, of_values, percentile
 from shared.rollups import Rollup, combo, decode_hists, pcts_of, row_values
-from shared.timebuckets import LEVEL_SECONDS, buckets_of, decompose, epoch_s
+from shared.timebuckets import (
+    LEVEL_SECONDS,
+    buckets_of,
+    calendars,
+    decompose,
+    decompose_local,
+    epoch_s,
+    local_midnight,
+)
 
 values = st.lists(st.integers(min_value=0, max_value=10**10), min_size=1, max_size=300)
 
@@ -164,3 +172,36 @@ def test_only_changed_measurements_are_retracted_and_added() -> None:
     assert {k: v.pruned() for k, v in full.items() if v.pruned()} == {
         k: v.pruned() for k, v in diff.items() if v.pruned()
     }
+
+
+@given(st.dates(min_value=date(2020, 1, 1), max_value=date(2030, 1, 1)),
+       st.integers(min_value=1, max_value=800), st.sampled_from(["UTC", "America/Sao_Paulo",
+                                                                 "Asia/Kathmandu"]))  # fmt: skip
+def test_local_days_weeks_and_months_tile_a_range_of_days(start: date, days: int, tz: str) -> None:
+    [cal] = calendars((tz,))
+    end = start + timedelta(days=days)
+    pieces = decompose_local(cal, start, end)
+    day = start
+    for level, bucket in pieces:
+        assert bucket == local_midnight(day, cal.zone)
+        if level == cal.code + 2:
+            assert day.day == 1
+            day = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+        elif level == cal.code + 1:
+            assert day.weekday() == 0
+            day += timedelta(days=7)
+        else:
+            assert level == cal.code
+            day += timedelta(days=1)
+    assert day == end
+    assert len(pieces) <= days // 28 + 2 * (6 + 4)
+
+
+def test_an_instant_is_in_its_local_day_week_and_month() -> None:
+    [cal] = calendars(("Asia/Kathmandu",))  # +05:45
+    t = datetime(2026, 3, 1, 18, 20, tzinfo=UTC)  # 00:05 on Monday 2 March in Kathmandu
+    local = {level: start for level, start in buckets_of(epoch_s(t) * 1000, (cal,))}
+    zone = cal.zone
+    assert local[cal.code] == local_midnight(date(2026, 3, 2), zone)
+    assert local[cal.code + 1] == local_midnight(date(2026, 3, 2), zone)
+    assert local[cal.code + 2] == local_midnight(date(2026, 3, 1), zone)
