@@ -76,6 +76,11 @@ async def load(conn: asyncpg.Connection, h: History, cals: tuple[Calendar, ...])
             )
             count += len(batch)
         print(f"rollups[{dim}]: {count:,} rows in {time.perf_counter() - t0:.0f} s", flush=True)
+    await conn.executemany(  # every row above has the zones' calendar buckets
+        "INSERT INTO report_zones (name, since) VALUES ($1, 'epoch')"
+        " ON CONFLICT (name) DO UPDATE SET since = 'epoch'",
+        [(c.name,) for c in cals],
+    )
     await conn.execute("ANALYZE tickets")
     await conn.execute("ANALYZE rollups")
 

@@ -95,6 +95,16 @@ rollups = Table(
 )
 
 
+# The report zones the loader writes calendar rows for, and from which instant
+# on every ticket's rows include them (shared/timebuckets.py).
+report_zones = Table(
+    "report_zones",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("since", DateTime(timezone=True), nullable=False),
+)
+
+
 def async_url(url: str) -> str:
     """Accept plain `postgresql://` URLs and use the asyncpg driver."""
     for prefix in ("postgresql://", "postgres://"):

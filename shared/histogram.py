@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 EXACT_UP_TO_MS = 250
 GROWTH = 1.018
@@ -45,25 +45,6 @@ def bin_of(value_ms: int) -> int:
     return min(bisect_left(EDGES, max(0, value_ms)), len(EDGES) - 1)
 
 
-def of_values(values: Iterable[int]) -> Histogram:
-    out: Histogram = {}
-    for v in values:
-        cell = out.setdefault(bin_of(v), [0, 0])
-        cell[0] += 1
-        cell[1] += v
-    return out
-
-
-def merge(hists: Iterable[Mapping[int, Sequence[int]]], sign: int = 1) -> Histogram:
-    out: Histogram = {}
-    for h in hists:
-        for b, (n, total) in h.items():
-            cell = out.setdefault(b, [0, 0])
-            cell[0] += sign * n
-            cell[1] += sign * total
-    return {b: cell for b, cell in out.items() if cell[0]}
-
-
 def rank(n: int, percent: int) -> int:
     """Nearest rank ceil(p*n), 1-based, in integers (0.9 * 10 is 9, not 9.000…02)."""
     return max(1, -(-n * percent // 100))
@@ -84,10 +65,16 @@ def percentile(hist: Mapping[int, Sequence[int]], percent: int) -> int | None:
     return None  # unreachable with non-negative counts
 
 
-def at_most(hist: Mapping[int, Sequence[int]], limit_ms: int) -> int:
-    """How many values are <= limit_ms: exact when limit_ms is an edge, else
-    it counts the bins that end at or below it."""
+def last_bin_at_most(limit_ms: int) -> int:
+    """The last bin whose values are all <= limit_ms (exact when it is an edge)."""
     last = bisect_left(EDGES, limit_ms)
     if last < len(EDGES) and EDGES[last] != limit_ms:
         last -= 1
+    return last
+
+
+def at_most(hist: Mapping[int, Sequence[int]], limit_ms: int) -> int:
+    """How many values are <= limit_ms: exact when limit_ms is an edge, else
+    it counts the bins that end at or below it."""
+    last = last_bin_at_most(limit_ms)
     return sum(cell[0] for b, cell in hist.items() if b <= last)

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from shared.histogram import SLA_SECONDS, percentile
 
-SEP = "\x1f"  # joins channel, first group and last agent in the `combo` dimension
 # Kinds with a histogram; a kind's position is its code in `hists`: append only.
 HIST_KINDS = ("assigned", "first_response", "handle", "resolution", "reply",
               "group_stint", "agent_stint")  # fmt: skip
@@ -37,10 +37,12 @@ Hists = dict[str, dict[int, list[int]]]  # kind -> bin -> [count, sum]
 
 
 def combo(channel: str | None, first_group: str | None, last_agent: str | None) -> str:
-    return SEP.join(v or "" for v in (channel, first_group, last_agent))
+    """The `combo` dimension's value: a JSON array, since ids may hold any character."""
+    return orjson.dumps([channel, first_group, last_agent]).decode()
 
 
 def add_cells(into: Cells, cells: Cells, sign: int = 1) -> None:
+    """Adds (or with sign=-1 retracts) cells, element by element."""
     for kind, values in cells.items():
         mine = into.get(kind)
         if mine is None:
@@ -85,6 +87,7 @@ class Rollup:
 
 
 def encode_hists(hists: Hists) -> bytes:
+    """Packed records, sorted by kind and bin: numpy reads them without parsing."""
     records = [
         (HIST_CODE[kind], b, n, total)
         for kind in sorted(hists, key=HIST_CODE.__getitem__)
@@ -101,6 +104,7 @@ def decode_hists(data: bytes) -> Hists:
 
 
 def pcts_of(hists: Hists) -> dict[str, list[int | None]]:
+    """A row's own percentiles, stored so that a one-bucket point reads them."""
     return {kind: [percentile(h, p) for p in PERCENTS] for kind, h in hists.items()}
 
 

@@ -22,14 +22,17 @@ QUARTER_S = 900
 LEVEL_SECONDS = (900, 3600, 86400, 4 * 86400, 16 * 86400, 64 * 86400, 256 * 86400)
 
 Piece = tuple[int, int]  # (level, bucket start in epoch seconds)
+CALENDAR_LEVELS = 1000  # levels from here on are report zones' days, weeks, months
 
 
 @dataclass(frozen=True)
 class Calendar:
     """A report zone. Its days, weeks and months are levels code, code+1, code+2:
-    a stable function of the zone's name, so no registry is needed."""
+    a stable function of the zone's name. Its rows are complete for instants
+    from `since_s` on (the loader may have run without the zone before)."""
 
     name: str
+    since_s: int = 0
 
     @property
     def zone(self) -> ZoneInfo:
@@ -37,10 +40,11 @@ class Calendar:
 
     @property
     def code(self) -> int:
-        return 1000 + 3 * (zlib.crc32(self.name.encode()) % 10_000)
+        return CALENDAR_LEVELS + 3 * (zlib.crc32(self.name.encode()) % 10_000)
 
 
 def calendars(names: tuple[str, ...]) -> tuple[Calendar, ...]:
+    """The report zones, checked once at start."""
     found = tuple(Calendar(n) for n in names)
     if len({c.code for c in found}) != len(found):
         raise ValueError(f"report zones {names} share a level code; drop one")
@@ -66,6 +70,13 @@ def calendar_buckets(name: str, code: int, quarter_s: int) -> tuple[Piece, ...]:
         (code + 1, local_midnight(week, zone)),
         (code + 2, local_midnight(day.replace(day=1), zone)),
     )
+
+
+def span_s(level: int) -> int:
+    """A level's bucket length (a calendar month counts as 31 days)."""
+    if level < CALENDAR_LEVELS:
+        return LEVEL_SECONDS[level]
+    return (86400, 7 * 86400, 31 * 86400)[(level - CALENDAR_LEVELS) % 3]
 
 
 def buckets_of(epoch_ms: int, cals: tuple[Calendar, ...] = ()) -> list[Piece]:
@@ -111,14 +122,18 @@ def decompose_local(cal: Calendar, start: date, end: date) -> list[Piece]:
             pieces.append((cal.code + 1, local_midnight(day, zone)))
             day += timedelta(days=7)
         else:
-            pieces.append((cal.code, local_midnight(day, zone)))
+            begins = local_midnight(day, zone)
+            if begins != local_midnight(day + timedelta(days=1), zone):  # a skipped day is empty
+                pieces.append((cal.code, begins))
             day += timedelta(days=1)
     return pieces
 
 
 def epoch_s(t: datetime) -> int:
+    """Whole seconds: bucket edges are whole quarter hours."""
     return int(t.timestamp())
 
 
 def instant(seconds: int) -> datetime:
+    """An epoch second as an aware UTC datetime, as the database stores buckets."""
     return datetime.fromtimestamp(seconds, tz=UTC)

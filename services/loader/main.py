@@ -14,6 +14,7 @@ from shared.settings import Settings
 async def run(settings: Settings) -> None:
     engine = make_engine(settings.require_database_url())
     try:
+        await reports.register_zones(engine, settings.report_calendars())
         async with open_aws(settings) as aws:
             rt = realtime.RealtimeLoaderDeps(
                 s3=aws.s3,

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import delete, insert, tuple_
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.loader.rollups import Key, apply, changes, contribution
-from shared.db import ticket_measures, tickets
+from shared.db import report_zones, ticket_measures, tickets
 from shared.layout import ENRICHED, decode_ndjson_lines, expect_key
 from shared.objects import get_bytes
 from shared.timebuckets import Calendar
@@ -176,6 +176,21 @@ async def load_records(
         for tenant in sorted(deltas):  # last, in key order: hot rows are held briefly
             await apply(conn, tenant, deltas[tenant])
     return changed
+
+
+async def register_zones(engine: AsyncEngine, cals: tuple[Calendar, ...]) -> None:
+    """Record since when each report zone's rows are complete: from the start if
+    no ticket was loaded yet, else from now (older rows lack the zone). A zone
+    dropped from the setting loses its record, so adding it back starts anew."""
+    async with engine.begin() as conn:
+        names = [c.name for c in cals]
+        await conn.execute(delete(report_zones).where(report_zones.c.name.not_in(names)))
+        empty = (await conn.execute(select(tickets.c.tenant_id).limit(1))).first() is None
+        since = datetime.fromtimestamp(0, UTC) if empty else datetime.now(UTC)
+        for cal in cals:
+            await conn.execute(
+                pg_insert(report_zones).values(name=cal.name, since=since).on_conflict_do_nothing()
+            )
 
 
 async def handle(deps: ReportLoaderDeps, key: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, update
@@ -30,7 +30,7 @@ from shared.rollups import (
     decode_hists,
     row_values,
 )
-from shared.timebuckets import Calendar, buckets_of, instant
+from shared.timebuckets import Calendar, buckets_of, instant, span_s
 
 SUMMARY_KINDS = frozenset({
     "created", "closed", "abandoned", "transfers", "customer_message", "agent_message",
@@ -40,6 +40,7 @@ AGENT_KINDS = frozenset({"agent_stint", "agent_message", "first_response", "clos
 GROUP_OUTCOMES = (("answered", "group_answered"), ("abandoned", "group_abandoned"),
                   ("transferred_out", "group_transferred"))  # fmt: skip
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Key = tuple[str, int, int, str]  # dim, level, bucket (epoch s), dim_value
 
 
@@ -63,7 +64,7 @@ def _slots(m: Mapping[Any, Any]) -> list[tuple[str, str, str]]:
 
 
 def _epoch_ms(at: datetime | int) -> int:
-    return at if isinstance(at, int) else int(at.timestamp() * 1000)
+    return at if isinstance(at, int) else (at - EPOCH) // timedelta(milliseconds=1)
 
 
 MEASURE_FIELDS = ("tenant_id", "kind", "at", "value_ms", "agent_id", "channel",
@@ -124,13 +125,22 @@ def contribution(
                     add_cells(row.cells, {SLA_CELL: sla})
 
 
-CHUNK = 5000  # rows per statement: 5 parameters each, asyncpg takes at most 32,767
+# Rows per statement: the lock statement binds every column of a row, and
+# asyncpg takes at most 32,767 parameters.
+CHUNK = 32_767 // len(rollups.c)
 PK = ("tenant_id", "dim", "level", "bucket", "dim_value")
+
+
+def lock_order(key: Key) -> tuple[int, bool, Key]:
+    """A total order (so concurrent loaders cannot deadlock) that locks the rows
+    every batch touches (long buckets, dimension `all`) last: held briefly."""
+    dim, level, _, _ = key
+    return (span_s(level), dim == "all", key)
 
 
 async def apply(conn: AsyncConnection, tenant: str, delta: Mapping[Key, Rollup]) -> int:
     """Add `delta` to the tenant's rollups; returns rows written."""
-    keys = sorted(k for k, rollup in delta.items() if rollup.pruned())
+    keys = sorted((k for k, rollup in delta.items() if rollup.pruned()), key=lock_order)
     for start in range(0, len(keys), CHUNK):
         chunk = keys[start : start + CHUNK]
         rows = [

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.report import queries
 from services.report.realtime import realtime_view, tenant_items, today_bounds
 from services.report.stats import day_range, intervals, parse_date, to_csv, zone
+from services.report.zones import ReportZones
 from shared.auth import KeyStore
 from shared.aws import open_aws
 from shared.db import make_engine
@@ -44,10 +45,10 @@ def readable_tenant(api_key: ApiKeyDep, tenant_id: Annotated[str, Path()]) -> st
     return tenant_id
 
 
-def report_calendar(request: Request, tz: TzParam = "UTC") -> Calendar | None:
+async def report_calendar(request: Request, tz: TzParam = "UTC") -> Calendar | None:
     """The report zone `tz` is, if it is one: its days, weeks and months are stored."""
-    found: dict[str, Calendar] = request.app.state.calendars
-    return found.get(tz)
+    zones: ReportZones = request.app.state.zones
+    return (await zones.current()).get(tz)
 
 
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
@@ -66,6 +67,19 @@ def date_range(from_: FromParam, to: ToParam, tz: TzParam = "UTC") -> tuple[date
 
 
 Range = Annotated[tuple[datetime, datetime], Depends(date_range)]
+
+
+def report_filters(
+    group_id: str | None = None, agent_id: str | None = None, channel: str | None = None
+) -> queries.Filters:
+    """The optional filters; ids are strings of at most 128 characters (SPEC §1)."""
+    for name, value in (("group_id", group_id), ("agent_id", agent_id), ("channel", channel)):
+        if value is not None and (len(value) > 128 or "\x00" in value):
+            raise ApiError(400, "invalid_filter", f"{name} is not a valid id")
+    return queries.Filters(group_id=group_id, agent_id=agent_id, channel=channel)
+
+
+FiltersDep = Annotated[queries.Filters, Depends(report_filters)]
 CalendarDep = Annotated[Calendar | None, Depends(report_calendar)]
 
 
@@ -83,12 +97,9 @@ async def summary(
     engine: EngineDep,
     dates: Range,
     cal: CalendarDep,
-    group_id: str | None = None,
-    agent_id: str | None = None,
-    channel: str | None = None,
+    filters: FiltersDep,
     sla_seconds: SlaParam = 60,
 ) -> Response:
-    filters = queries.Filters(group_id=group_id, agent_id=agent_id, channel=channel)
     [body] = await queries.summaries(engine, tenant, list(dates), filters, sla_seconds, cal)
     return answer(request, body, [body])
 
@@ -102,15 +113,12 @@ async def timeseries(
     to: ToParam,
     granularity: Annotated[str, Query(description="hour, day, week or month")],
     cal: CalendarDep,
+    filters: FiltersDep,
     tz: TzParam = "UTC",
-    group_id: str | None = None,
-    agent_id: str | None = None,
-    channel: str | None = None,
     sla_seconds: SlaParam = 60,
 ) -> Response:
     start, end = parse_date(from_, "from"), parse_date(to, "to")
     labels, bounds = intervals(start, end, zone(tz), granularity)
-    filters = queries.Filters(group_id=group_id, agent_id=agent_id, channel=channel)
     points = [
         {"start": format_ms(to_ms(label)), **point}
         for label, point in zip(
@@ -167,7 +175,7 @@ def create_app(settings: Settings) -> FastAPI:
                 app.state.settings = settings
                 app.state.aws = aws
                 app.state.engine = engine
-                app.state.calendars = {c.name: c for c in settings.report_calendars()}
+                app.state.zones = ReportZones(engine, settings.report_calendars())
                 app.state.keys = KeyStore(aws.dynamodb, settings.keys_table)
                 yield
         finally:

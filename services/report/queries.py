@@ -7,7 +7,6 @@ reads, never on the number of tickets.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
@@ -18,13 +17,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.report.stats import PERCENTILES, ratio
-from shared.histogram import EDGES, rank
+from shared.histogram import EDGES, last_bin_at_most, rank
+from shared.http import ApiError
 from shared.rollups import (
     ENTRY,
     HIST_CODE,
     HIST_KINDS,
     PERCENTS,
-    SEP,
     SLA_CELL,
     SLA_MS,
     Cells,
@@ -79,6 +78,8 @@ class Point:
     rows: int = 0
 
     def add(self, other: Point) -> None:
+        if other.pcts is not None and self.rows:
+            raise RuntimeError("stored percentiles cannot be merged: read the histograms")
         if self.rows == 0:  # the common case: take the parsed row as it is
             self.cells, self.pcts, self.hists, self.rows = other.cells, other.pcts, other.hists, 1
             return
@@ -97,7 +98,7 @@ class Point:
             total = int(cumulative[code, -1])
             ranks = [rank(total, p) for p in PERCENTS]
             bins = np.searchsorted(cumulative[code], ranks).tolist()
-            out[HIST_KINDS[code]] = [  # as shared.histogram.percentile; float64 is exact here
+            out[HIST_KINDS[code]] = [  # as shared.histogram.percentile (float64: exact < 2**53)
                 round(float(sums[code, b]) / float(counts[code, b])) for b in bins
             ]
         return out
@@ -105,11 +106,8 @@ class Point:
     def within(self, limit_ms: int) -> int:
         if limit_ms in SLA_MS:
             return self.cells.get(SLA_CELL, [0] * len(SLA_MS))[SLA_MS.index(limit_ms)]
-        last = bisect_left(EDGES, limit_ms)
-        if last < len(EDGES) and EDGES[last] != limit_ms:
-            last -= 1
         counts, _ = _dense(self.hists)
-        return int(counts[HIST_CODE["first_response"], : last + 1].sum())
+        return int(counts[HIST_CODE["first_response"], : last_bin_at_most(limit_ms) + 1].sum())
 
 
 def _dense(blobs: list[bytes]) -> tuple[Any, Any]:
@@ -136,20 +134,27 @@ def _dimension(filters: Filters) -> tuple[str, str, dict[str, Any]]:
     if len(given) == 1:
         [(dim, value)] = given.items()
         return dim, "r.dim_value = :value", {"value": value}
-    position = {"channel": 1, "first_group": 2, "last_agent": 3}
-    where = " AND ".join(f"split_part(r.dim_value, :sep, {position[k]}) = :{k}" for k in given)
-    return "combo", where, {"sep": SEP, **given}
+    position = {"channel": 0, "first_group": 1, "last_agent": 2}
+    where = " AND ".join(f"CAST(r.dim_value AS jsonb) ->> {position[k]} = :{k}" for k in given)
+    return "combo", where, given
 
 
 def _pieces(lo: datetime, hi: datetime, cal: Calendar | None) -> list[Piece]:
     """The buckets of [lo, hi): local days, weeks and months when it is whole
     days of a report zone, else UTC buckets."""
-    if cal is not None:
-        zone = cal.zone
-        first, last = lo.astimezone(zone).date(), hi.astimezone(zone).date()
-        if epoch_s(lo) == local_midnight(first, zone) and epoch_s(hi) == local_midnight(last, zone):
-            return decompose_local(cal, first, last)
-    return decompose(epoch_s(lo), epoch_s(hi))
+    try:
+        if cal is not None:
+            zone = cal.zone
+            first, last = lo.astimezone(zone).date(), hi.astimezone(zone).date()
+            lo_s, hi_s = epoch_s(lo), epoch_s(hi)
+            whole_days = lo_s == local_midnight(first, zone) and hi_s == local_midnight(last, zone)
+            if whole_days and lo_s >= cal.since_s:
+                return decompose_local(cal, first, last)
+        return decompose(epoch_s(lo), epoch_s(hi))
+    except (ValueError, OverflowError) as exc:  # local mean time before 1900-ish; year 9999
+        raise ApiError(
+            400, "invalid_range", "the range must start and end on a quarter hour of UTC"
+        ) from exc
 
 
 async def _points(
