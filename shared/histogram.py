@@ -50,19 +50,23 @@ def rank(n: int, percent: int) -> int:
     return max(1, -(-n * percent // 100))
 
 
-def percentile(hist: Mapping[int, Sequence[int]], percent: int) -> int | None:
-    """The value of the nearest rank: the exact rank, its bin's mean value."""
+def percentiles(hist: Mapping[int, Sequence[int]], percents: Sequence[int]) -> list[int | None]:
+    """The value of each nearest rank: the exact rank, its bin's mean value."""
     count = sum(cell[0] for cell in hist.values())
     if count <= 0:
-        return None
-    target = rank(count, percent)
-    seen = 0
+        return [None] * len(percents)
+    targets = sorted((rank(count, p), i) for i, p in enumerate(percents))
+    out: list[int | None] = [None] * len(percents)
+    seen, t = 0, 0
     for b in sorted(hist):
         n, total = hist[b]
         seen += n
-        if seen >= target:
-            return round(total / n)
-    return None  # unreachable with non-negative counts
+        while t < len(targets) and seen >= targets[t][0]:
+            out[targets[t][1]] = round(total / n)
+            t += 1
+        if t == len(targets):
+            break
+    return out
 
 
 def last_bin_at_most(limit_ms: int) -> int:

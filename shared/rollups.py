@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from shared.histogram import SLA_SECONDS, percentile
+from shared.histogram import SLA_SECONDS, percentiles
 
 # Kinds with a histogram; a kind's position is its code in `hists`: append only.
 HIST_KINDS = ("assigned", "first_response", "handle", "resolution", "reply",
@@ -105,7 +105,7 @@ def decode_hists(data: bytes) -> Hists:
 
 def pcts_of(hists: Hists) -> dict[str, list[int | None]]:
     """A row's own percentiles, stored so that a one-bucket point reads them."""
-    return {kind: [percentile(h, p) for p in PERCENTS] for kind, h in hists.items()}
+    return {kind: percentiles(h, PERCENTS) for kind, h in hists.items()}
 
 
 def row_values(rollup: Rollup) -> dict[str, Any]:

@@ -14,11 +14,10 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+import orjson
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import rollups
 from shared.histogram import bin_of
 from shared.rollups import (
     HIST_CODE,
@@ -125,12 +124,6 @@ def contribution(
                     add_cells(row.cells, {SLA_CELL: sla})
 
 
-# Rows per statement: the lock statement binds every column of a row, and
-# asyncpg takes at most 32,767 parameters.
-CHUNK = 32_767 // len(rollups.c)
-PK = ("tenant_id", "dim", "level", "bucket", "dim_value")
-
-
 def lock_order(key: Key) -> tuple[int, bool, Key]:
     """A total order (so concurrent loaders cannot deadlock) that locks the rows
     every batch touches (long buckets, dimension `all`) last: held briefly."""
@@ -138,42 +131,51 @@ def lock_order(key: Key) -> tuple[int, bool, Key]:
     return (span_s(level), dim == "all", key)
 
 
+# Keys go as arrays (any number of rows, one statement compiled once); the
+# SELECT's ORDER BY is the order the rows are created or locked in.
+LOCK_SQL = text("""
+INSERT INTO rollups AS r (tenant_id, dim, level, bucket, dim_value, cells, hists, pcts)
+SELECT :tenant, k.dim, k.level, k.bucket, k.value, '{}', '', '{}'
+FROM unnest(CAST(:dims AS text[]), CAST(:levels AS smallint[]),
+            CAST(:buckets AS timestamptz[]), CAST(:values AS text[]))
+     WITH ORDINALITY AS k(dim, level, bucket, value, n)
+ORDER BY k.n
+ON CONFLICT (tenant_id, dim, level, bucket, dim_value) DO UPDATE SET cells = r.cells
+RETURNING r.dim, r.level, r.bucket, r.dim_value, r.cells, r.hists
+""")
+WRITE_SQL = text("""
+UPDATE rollups AS r
+SET cells = CAST(u.cells AS jsonb), hists = u.hists, pcts = CAST(u.pcts AS jsonb)
+FROM unnest(CAST(:dims AS text[]), CAST(:levels AS smallint[]),
+            CAST(:buckets AS timestamptz[]), CAST(:values AS text[]), CAST(:cells AS text[]),
+            CAST(:hists AS bytea[]), CAST(:pcts AS text[]))
+     AS u(dim, level, bucket, value, cells, hists, pcts)
+WHERE r.tenant_id = :tenant AND r.dim = u.dim AND r.level = u.level
+  AND r.bucket = u.bucket AND r.dim_value = u.value
+""")
+
+
 async def apply(conn: AsyncConnection, tenant: str, delta: Mapping[Key, Rollup]) -> int:
     """Add `delta` to the tenant's rollups; returns rows written."""
     keys = sorted((k for k, rollup in delta.items() if rollup.pruned()), key=lock_order)
-    for start in range(0, len(keys), CHUNK):
-        chunk = keys[start : start + CHUNK]
-        rows = [
-            {"tenant_id": tenant, "dim": dim, "level": level, "bucket": instant(bucket),
-             "dim_value": value, "cells": {}, "hists": b"", "pcts": {}}
-            for dim, level, bucket, value in chunk
-        ]  # fmt: skip
-        stmt = pg_insert(rollups).values(rows)
-        lock = stmt.on_conflict_do_update(index_elements=list(PK), set_={"cells": rollups.c.cells})
-        returned = [rollups.c[c] for c in PK[1:]] + [rollups.c.cells, rollups.c.hists]
-        locked = await conn.execute(lock.returning(*returned))  # creates or locks, in key order
-        merged = []
-        for dim, level, bucket, value, cells, hists in locked.tuples():
-            row = Rollup(cells, decode_hists(hists))
-            row.add(delta[(dim, level, int(bucket.timestamp()), value)])
-            merged.append(
-                {"k_dim": dim, "k_level": level, "k_bucket": bucket, "k_value": value,
-                 **{f"new_{k}": v for k, v in row_values(row.pruned()).items()}}
-            )  # fmt: skip
-        await conn.execute(
-            update(rollups)
-            .where(
-                rollups.c.tenant_id == tenant,
-                rollups.c.dim == bindparam("k_dim"),
-                rollups.c.level == bindparam("k_level"),
-                rollups.c.bucket == bindparam("k_bucket"),
-                rollups.c.dim_value == bindparam("k_value"),
-            )
-            .values(
-                cells=bindparam("new_cells"),
-                hists=bindparam("new_hists"),
-                pcts=bindparam("new_pcts"),
-            ),
-            merged,
-        )
+    if not keys:
+        return 0
+    dims, levels, buckets, values = (list(column) for column in zip(*keys, strict=True))
+    locked = await conn.execute(
+        LOCK_SQL,
+        {"tenant": tenant, "dims": dims, "levels": levels,
+         "buckets": [instant(b) for b in buckets], "values": values},
+    )  # fmt: skip
+    written: dict[str, list[Any]] = {k: [] for k in ("dims", "levels", "buckets", "values",
+                                                     "cells", "hists", "pcts")}  # fmt: skip
+    for dim, level, bucket, value, cells, hists in locked.tuples():
+        row = Rollup(cells, decode_hists(hists))
+        row.add(delta[(dim, level, int(bucket.timestamp()), value)])
+        stored = row_values(row.pruned())
+        for name, item in (("dims", dim), ("levels", level), ("buckets", bucket),
+                           ("values", value), ("cells", orjson.dumps(stored["cells"]).decode()),
+                           ("hists", stored["hists"]),
+                           ("pcts", orjson.dumps(stored["pcts"]).decode())):  # fmt: skip
+            written[name].append(item)
+    await conn.execute(WRITE_SQL, {"tenant": tenant, **written})
     return len(keys)
