@@ -17,6 +17,7 @@ import asyncio
 import random
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,16 +113,41 @@ def exact(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def wrong_tickets(truth: dict[str, dict[str, Any]], states: dict[str, Any]) -> int:
+    """Tickets whose stored state differs from the exact metrics in any of FIELDS."""
+    return sum(
+        1 for t, want in truth.items() if {f: states.get(t, {}).get(f) for f in want} != want
+    )
+
+
+@dataclass(frozen=True)
+class BaselineRun:
+    workers: int
+    events_per_s: float
+    wrong: int
+    tickets: int
+
+
+async def run_baseline(
+    dsn: str, events: list[dict[str, Any]], workers: tuple[int, ...] = (1, 8)
+) -> list[BaselineRun]:
+    """The old design on `events` (as delivered), once per worker count."""
+    truth = exact(events)
+    runs = []
+    for n in workers:
+        elapsed, states = await run_old(dsn, events, n)
+        runs.append(BaselineRun(n, len(events) / elapsed, wrong_tickets(truth, states), len(truth)))
+    return runs
+
+
 async def main_async(args: argparse.Namespace, dsn: str) -> None:
     events = deliveries(args.tickets, args.seed)
-    truth = exact(events)
-    print(f"\n# The old design on {len(events)} deliveries of {len(truth)} tickets\n")
+    runs = await run_baseline(dsn, events)
+    print(f"\n# The old design on {len(events)} deliveries of {runs[0].tickets} tickets\n")
     print("| workers | events/s | wrong tickets |")
     print("|---:|---:|---:|")
-    for workers in (1, 8):
-        elapsed, states = await run_old(dsn, events, workers)
-        wrong = sum(1 for t, want in truth.items() if {f: states[t].get(f) for f in want} != want)
-        print(f"| {workers} | {len(events) / elapsed:,.0f} | {wrong} of {len(truth)} |")
+    for run in runs:
+        print(f"| {run.workers} | {run.events_per_s:,.0f} | {run.wrong} of {run.tickets} |")
     print("\nWrong means any of " + ", ".join(FIELDS) + " differs from the exact metrics.")
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from bench.prices import S3_NOTIFICATION, cost_rows
 from services.collector.stream import pack_records, put_all
 from services.consolidator import handler as consolidator
 from services.consolidator.store import make_store
@@ -47,23 +48,6 @@ from telemetry.provision import provision
 from telemetry.simulate import _life
 from telemetry.up import free_port, start_moto, start_postgres
 
-# us-east-1 list prices, USD per request (November 2026).
-S3_CLASS_A = 0.005 / 1000  # PUT, COPY, POST, LIST
-S3_CLASS_B = 0.0004 / 1000  # GET
-SQS = 0.40 / 1e6  # standard queue, per 64 KiB request
-SNS_PUBLISH = 0.50 / 1e6  # deliveries to SQS are free
-DDB_WRITE = 0.625 / 1e6  # on-demand write request unit (items under 1 KiB)
-DDB_READ = 0.125 / 1e6  # on-demand read request unit (strongly consistent, 4 KiB)
-KINESIS_PUT_UNIT = 0.014 / 1e6  # provisioned mode, per 25 KiB PUT payload unit
-PRICES = {
-    ("s3", "PutObject"): S3_CLASS_A,
-    ("s3", "ListObjectsV2"): S3_CLASS_A,
-    ("s3", "DeleteObjects"): S3_CLASS_A,  # a POST; counted as class A to be safe
-    ("s3", "GetObject"): S3_CLASS_B,
-    ("sns", "Publish"): SNS_PUBLISH,
-    ("dynamodb", "PutItem"): DDB_WRITE,
-    ("dynamodb", "GetItem"): DDB_READ,
-}
 NOTIFIED = (RAW, FILTERED, CONSOLIDATED)
 
 
@@ -170,7 +154,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
         await asyncio.gather(*tasks)
         counts = Counter(aws.counter.counts)
     await engine.dispose()
-    counts[("sqs", "SendMessage (S3 notifications)")] = sum(puts_by_prefix[p] for p in NOTIFIED)
+    counts[S3_NOTIFICATION] = sum(puts_by_prefix[p] for p in NOTIFIED)
     report(counts, sent, puts_by_prefix, args)
 
 
@@ -184,13 +168,11 @@ def report(
           f"{per_object:.0f} events per raw object; other settings default\n")  # fmt: skip
     print("| service | operation | per 1,000 events | USD per million events |")
     print("|---|---|---:|---:|")
-    total = 0.0
-    for (service, op), n in sorted(counts.items()):
-        price = PRICES.get((service, op), SQS if service == "sqs" else 0.0)
-        cost = n / events * 1e6 * price
-        total += cost
-        print(f"| {service} | {op} | {n * per_k:.2f} | {cost:.4f} |")
-    print(f"| **total** | | | **{total:.3f}** |")
+    rows = cost_rows(counts, events)
+    for row in rows:
+        print(f"| {row.service} | {row.operation} | {row.per_1000:.2f} | "
+              f"{row.usd_per_million:.4f} |")  # fmt: skip
+    print(f"| **total** | | | **{sum(r.usd_per_million for r in rows):.3f}** |")
     print("\nS3 PUTs by prefix per 1,000 events: "
           + ", ".join(f"{p} {n * per_k:.2f}" for p, n in sorted(puts.items())))  # fmt: skip
     print("Kinesis PutRecords payload units and GetRecords are priced by volume, not request; "

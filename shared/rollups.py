@@ -46,7 +46,10 @@ def add_cells(into: Cells, cells: Cells, sign: int = 1) -> None:
     for kind, values in cells.items():
         mine = into.get(kind)
         if mine is None:
-            into[kind] = [sign * v for v in values]
+            into[kind] = list(values) if sign == 1 else [-v for v in values]
+        elif len(values) == 2:  # [count, sum]: most cells
+            mine[0] += sign * values[0]
+            mine[1] += sign * values[1]
         else:
             for i, v in enumerate(values):
                 mine[i] += sign * v

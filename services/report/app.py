@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -176,6 +177,10 @@ def create_app(settings: Settings) -> FastAPI:
                 app.state.aws = aws
                 app.state.engine = engine
                 app.state.zones = ReportZones(engine, settings.report_calendars())
+                # Startup's objects never die: keep them out of every full collection,
+                # which otherwise adds ~100 ms to a request now and then.
+                gc.collect()
+                gc.freeze()
                 app.state.keys = KeyStore(aws.dynamodb, settings.keys_table)
                 yield
         finally:

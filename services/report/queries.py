@@ -92,13 +92,12 @@ class Point:
         if self.pcts is not None:
             return self.pcts
         counts, sums = _dense(self.hists)
-        cumulative = np.cumsum(counts, axis=1)
         out: dict[str, list[int | None]] = {}
-        for code in np.flatnonzero(cumulative[:, -1] > 0).tolist():
-            total = int(cumulative[code, -1])
-            ranks = [rank(total, p) for p in PERCENTS]
-            bins = np.searchsorted(cumulative[code], ranks).tolist()
-            out[HIST_KINDS[code]] = [  # as shared.histogram.percentile (float64: exact < 2**53)
+        for code in np.flatnonzero(counts.sum(axis=1) > 0).tolist():
+            cumulative = np.cumsum(counts[code])
+            total = int(cumulative[-1])
+            bins = np.searchsorted(cumulative, [rank(total, p) for p in PERCENTS]).tolist()
+            out[HIST_KINDS[code]] = [  # as shared.histogram.percentiles (float64: exact < 2**53)
                 round(float(sums[code, b]) / float(counts[code, b])) for b in bins
             ]
         return out
