@@ -88,36 +88,59 @@ class Point:
         self.hists = [*self.hists, *other.hists]
         self.rows += other.rows
 
-    def percentiles(self) -> dict[str, list[int | None]]:
-        if self.pcts is not None:
-            return self.pcts
-        counts, sums = _dense(self.hists)
-        out: dict[str, list[int | None]] = {}
-        for code in np.flatnonzero(counts.sum(axis=1) > 0).tolist():
-            cumulative = np.cumsum(counts[code])
-            total = int(cumulative[-1])
-            bins = np.searchsorted(cumulative, [rank(total, p) for p in PERCENTS]).tolist()
-            out[HIST_KINDS[code]] = [  # as shared.histogram.percentiles (float64: exact < 2**53)
-                round(float(sums[code, b]) / float(counts[code, b])) for b in bins
-            ]
-        return out
-
     def within(self, limit_ms: int) -> int:
         if limit_ms in SLA_MS:
             return self.cells.get(SLA_CELL, [0] * len(SLA_MS))[SLA_MS.index(limit_ms)]
-        counts, _ = _dense(self.hists)
-        return int(counts[HIST_CODE["first_response"], : last_bin_at_most(limit_ms) + 1].sum())
+        if not self.hists:
+            return 0
+        kinds, counts, _ = _merged([self.hists])
+        if HIST_CODE["first_response"] not in kinds:
+            return 0
+        k = kinds.index(HIST_CODE["first_response"])
+        return int(counts[0, k, : last_bin_at_most(limit_ms) + 1].sum())
 
 
-def _dense(blobs: list[bytes]) -> tuple[Any, Any]:
-    """Merged histograms as dense (counts, sums) arrays, one line per kind."""
-    entries = np.frombuffer(b"".join(blobs), dtype=ENTRY)
-    index = entries["kind"].astype(np.intp) * len(EDGES) + entries["bin"]
-    shape = (len(HIST_KINDS), len(EDGES))
-    size = shape[0] * shape[1]
+Pcts = dict[str, list[int | None]]
+BATCH_POINTS = 64  # points merged per numpy pass: bounds the dense arrays to a few MB
+
+
+def _merged(hists: list[list[bytes]]) -> tuple[list[int], Any, Any]:
+    """The kinds present, and dense (counts, sums) per point, kind and bin of the
+    histograms of each point, merged by one `bincount`."""
+    parts = [np.frombuffer(b"".join(h), dtype=ENTRY) for h in hists]
+    entries = np.concatenate(parts)
+    owner = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
+    kinds = np.unique(entries["kind"])
+    position = np.zeros(len(HIST_KINDS), dtype=np.intp)
+    position[kinds] = np.arange(len(kinds))
+    shape = (len(parts), len(kinds), len(EDGES))
+    index = (owner * len(kinds) + position[entries["kind"]]) * len(EDGES) + entries["bin"]
+    size = shape[0] * shape[1] * shape[2]
     counts = np.bincount(index, weights=entries["n"], minlength=size).reshape(shape)
     sums = np.bincount(index, weights=entries["sum"], minlength=size).reshape(shape)
-    return counts, sums
+    return kinds.tolist(), counts, sums
+
+
+def percentiles(points: list[Point]) -> list[Pcts]:
+    """Each point's percentiles: stored ones as they are, the others merged from
+    their histograms, many points per numpy pass (an agents report has hundreds)."""
+    out: list[Pcts] = [p.pcts if p.pcts is not None else {} for p in points]
+    todo = [i for i, p in enumerate(points) if p.pcts is None and p.hists]
+    for start in range(0, len(todo), BATCH_POINTS):
+        batch = todo[start : start + BATCH_POINTS]
+        kinds, counts, sums = _merged([points[i].hists for i in batch])
+        cumulative = np.cumsum(counts, axis=2)
+        for j, i in enumerate(batch):
+            for k, code in enumerate(kinds):
+                total = int(cumulative[j, k, -1])
+                if total <= 0:
+                    continue
+                ranks = [rank(total, p) for p in PERCENTS]
+                bins = np.searchsorted(cumulative[j, k], ranks).tolist()
+                out[i][HIST_KINDS[code]] = [  # as shared.histogram.percentiles (exact < 2**53)
+                    round(float(sums[j, k, b]) / float(counts[j, k, b])) for b in bins
+                ]
+    return out
 
 
 def _dimension(filters: Filters) -> tuple[str, str, dict[str, Any]]:
@@ -196,7 +219,7 @@ def _count(cells: Cells, kind: str) -> int:
     return int(cells[kind][0]) if kind in cells else 0
 
 
-def _stats(point: Point, kind: str, pcts: dict[str, list[int | None]]) -> dict[str, Any]:
+def _stats(point: Point, kind: str, pcts: Pcts) -> dict[str, Any]:
     cell = point.cells.get(kind)
     if cell is None or cell[0] <= 0:
         return {"count": 0, "avg_ms": None, **dict.fromkeys(k for k, _ in PERCENTILES)}
@@ -208,9 +231,8 @@ def _stats(point: Point, kind: str, pcts: dict[str, list[int | None]]) -> dict[s
     }
 
 
-def _summary(point: Point, sla_seconds: int) -> dict[str, Any]:
+def _summary(point: Point, pcts: Pcts, sla_seconds: int) -> dict[str, Any]:
     cells = point.cells
-    pcts = point.percentiles()
     first = _count(cells, "first_response")
     return {
         "tickets_created": _count(cells, "created"),
@@ -243,10 +265,13 @@ async def summaries(
     read = await _points(engine, tenant, dim, bounds, cal, where, params, merge_values=merge)
     for (i, _), point in read.items():
         by_interval[i].add(point)
-    return [_summary(point, sla_seconds) for point in by_interval]
+    return [
+        _summary(point, pcts, sla_seconds)
+        for point, pcts in zip(by_interval, percentiles(by_interval), strict=True)
+    ]
 
 
-def _group_row(group: str, point: Point) -> dict[str, Any]:
+def _group_row(group: str, point: Point, pcts: Pcts) -> dict[str, Any]:
     cells = point.cells
     return {
         "group_id": group,
@@ -254,7 +279,7 @@ def _group_row(group: str, point: Point) -> dict[str, Any]:
         "answered": _count(cells, "group_answered"),
         "abandoned": _count(cells, "group_abandoned"),
         "transferred_out": _count(cells, "group_transferred"),
-        "queue_time": _stats(point, "group_stint", point.percentiles()),
+        "queue_time": _stats(point, "group_stint", pcts),
     }
 
 
@@ -263,16 +288,19 @@ async def groups(
 ) -> list[dict[str, Any]]:
     """Group stints that ended in the range, per group."""
     by_group = await _points(engine, tenant, "group", [start, end], cal)
-    rows = [_group_row(group, point) for (_, group), point in sorted(by_group.items())]
+    keys = sorted(by_group)
+    points = [by_group[k] for k in keys]
+    pcts = percentiles(points)
+    rows = [_group_row(g, p, c) for (_, g), p, c in zip(keys, points, pcts, strict=True)]
     return [r for r in rows if r["stints"]]
 
 
-def _agent_row(agent: str, point: Point) -> dict[str, Any]:
+def _agent_row(agent: str, point: Point, pcts: Pcts) -> dict[str, Any]:
     cells = point.cells
     return {
         "agent_id": agent,
         "stints": _count(cells, "agent_stint"),
-        "handle_time": _stats(point, "agent_stint", point.percentiles()),
+        "handle_time": _stats(point, "agent_stint", pcts),
         "agent_messages": _count(cells, "agent_message"),
         "first_responses": _count(cells, "first_response"),
         "tickets_closed": _count(cells, "closed"),
@@ -285,7 +313,10 @@ async def agents(
     """Per agent: stints and handle time at the stint's end, messages and first
     responses at their time, tickets closed while the agent held them."""
     by_agent = await _points(engine, tenant, "agent", [start, end], cal)
-    rows = [_agent_row(agent, point) for (_, agent), point in sorted(by_agent.items())]
+    keys = sorted(by_agent)
+    points = [by_agent[k] for k in keys]
+    pcts = percentiles(points)
+    rows = [_agent_row(a, p, c) for (_, a), p, c in zip(keys, points, pcts, strict=True)]
     counted = ("stints", "agent_messages", "first_responses", "tickets_closed")
     return [r for r in rows if any(r[k] for k in counted)]
 

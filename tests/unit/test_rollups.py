@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from services.loader.rollups import Key, changes, contribution
 from services.report.queries import Point
+from services.report.queries import percentiles as merged_percentiles
 from services.report.stats import day_range, nearest_rank
 from shared.histogram import EDGES, SLA_SECONDS, Histogram, at_most, bin_of, percentiles
 from shared.rollups import Rollup, combo, decode_hists, pcts_of, row_values
@@ -155,7 +156,8 @@ def test_merged_stored_histograms_give_what_one_row_would(parts: list[list[int]]
     point = Point()
     for row in rows:
         point.add(Point({}, None, [row_values(row)["hists"]], 1))
-    assert point.percentiles() == pcts_of(merged.hists)
+    assert merged_percentiles([point]) == [pcts_of(merged.hists)]
+    assert merged_percentiles([point, Point(), point])[2] == pcts_of(merged.hists)
     everything = [v for p in parts for v in p]
     within = point.within(sla * 1000)  # not a contract SLA: from the histograms
     assert within == at_most(merged.hists["first_response"], sla * 1000)
