@@ -93,54 +93,43 @@ class Point:
             return self.cells.get(SLA_CELL, [0] * len(SLA_MS))[SLA_MS.index(limit_ms)]
         if not self.hists:
             return 0
-        kinds, counts, _ = _merged([self.hists])
-        if HIST_CODE["first_response"] not in kinds:
-            return 0
-        k = kinds.index(HIST_CODE["first_response"])
-        return int(counts[0, k, : last_bin_at_most(limit_ms) + 1].sum())
+        counts, _ = _dense(self.hists)
+        return int(counts[HIST_CODE["first_response"], : last_bin_at_most(limit_ms) + 1].sum())
 
 
 Pcts = dict[str, list[int | None]]
-BATCH_POINTS = 64  # points merged per numpy pass: bounds the dense arrays to a few MB
 
 
-def _merged(hists: list[list[bytes]]) -> tuple[list[int], Any, Any]:
-    """The kinds present, and dense (counts, sums) per point, kind and bin of the
-    histograms of each point, merged by one `bincount`."""
-    parts = [np.frombuffer(b"".join(h), dtype=ENTRY) for h in hists]
-    entries = np.concatenate(parts)
-    owner = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
-    kinds = np.unique(entries["kind"])
-    position = np.zeros(len(HIST_KINDS), dtype=np.intp)
-    position[kinds] = np.arange(len(kinds))
-    shape = (len(parts), len(kinds), len(EDGES))
-    index = (owner * len(kinds) + position[entries["kind"]]) * len(EDGES) + entries["bin"]
-    size = shape[0] * shape[1] * shape[2]
+def _dense(hists: list[bytes]) -> tuple[Any, Any]:
+    """Merged histograms as dense (counts, sums) arrays, one line per kind."""
+    entries = np.frombuffer(b"".join(hists), dtype=ENTRY)
+    index = entries["kind"].astype(np.intp) * len(EDGES) + entries["bin"]
+    shape = (len(HIST_KINDS), len(EDGES))
+    size = shape[0] * shape[1]
     counts = np.bincount(index, weights=entries["n"], minlength=size).reshape(shape)
     sums = np.bincount(index, weights=entries["sum"], minlength=size).reshape(shape)
-    return kinds.tolist(), counts, sums
+    return counts, sums
+
+
+def _merged_percentiles(hists: list[bytes]) -> Pcts:
+    out: Pcts = {}
+    if not hists:
+        return out
+    counts, sums = _dense(hists)
+    for code in np.flatnonzero(counts.sum(axis=1) > 0).tolist():
+        cumulative = np.cumsum(counts[code])
+        total = int(cumulative[-1])
+        bins = np.searchsorted(cumulative, [rank(total, p) for p in PERCENTS]).tolist()
+        out[HIST_KINDS[code]] = [  # as shared.histogram.percentiles (float64: exact < 2**53)
+            round(float(sums[code, b]) / float(counts[code, b])) for b in bins
+        ]
+    return out
 
 
 def percentiles(points: list[Point]) -> list[Pcts]:
     """Each point's percentiles: stored ones as they are, the others merged from
-    their histograms, many points per numpy pass (an agents report has hundreds)."""
-    out: list[Pcts] = [p.pcts if p.pcts is not None else {} for p in points]
-    todo = [i for i, p in enumerate(points) if p.pcts is None and p.hists]
-    for start in range(0, len(todo), BATCH_POINTS):
-        batch = todo[start : start + BATCH_POINTS]
-        kinds, counts, sums = _merged([points[i].hists for i in batch])
-        cumulative = np.cumsum(counts, axis=2)
-        for j, i in enumerate(batch):
-            for k, code in enumerate(kinds):
-                total = int(cumulative[j, k, -1])
-                if total <= 0:
-                    continue
-                ranks = [rank(total, p) for p in PERCENTS]
-                bins = np.searchsorted(cumulative[j, k], ranks).tolist()
-                out[i][HIST_KINDS[code]] = [  # as shared.histogram.percentiles (exact < 2**53)
-                    round(float(sums[j, k, b]) / float(counts[j, k, b])) for b in bins
-                ]
-    return out
+    their histograms."""
+    return [p.pcts if p.pcts is not None else _merged_percentiles(p.hists) for p in points]
 
 
 def _dimension(filters: Filters) -> tuple[str, str, dict[str, Any]]:
