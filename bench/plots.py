@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from bench.model import (
     COST_GOAL_USD,
@@ -68,14 +69,8 @@ def freshness(result: Result, path: Path) -> None:
             color=COLORS[p],
             va="bottom",
         )
-    ax.set(
-        xlabel="events/s reached",
-        ylabel="seconds after the 202",
-        title="Freshness: accepted → visible",
-    )
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    _save(fig, path)
+    _finish(fig, ax, path, "events/s reached", "seconds after the 202",
+            "Freshness: accepted → visible", grid=True)  # fmt: skip
 
 
 def backlog(result: Result, path: Path) -> None:
@@ -89,14 +84,8 @@ def backlog(result: Result, path: Path) -> None:
                 [t for t, _ in s.backlog], [n for _, n in s.backlog], label=f"{s.rate:g}/s asked"
             )
             ax.axvline(s.send_s, color=line.get_color(), linestyle=":", linewidth=1)
-    ax.set(
-        xlabel="seconds since the step began",
-        ylabel="messages queued or in flight",
-        title="SQS backlog (dotted: sending ended)",
-    )
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    _save(fig, path)
+    _finish(fig, ax, path, "seconds since the step began", "messages queued or in flight",
+            "SQS backlog (dotted: sending ended)", grid=True)  # fmt: skip
 
 
 def cpu(result: Result, path: Path) -> None:
@@ -135,12 +124,18 @@ def cost(result: Result, path: Path) -> None:
         ax.bar(labels, values, bottom=bottom, label=service)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.axhline(COST_GOAL_USD, color="red", linestyle=":", label="goal")
-    ax.set(
-        xlabel="rate asked",
-        ylabel="USD per million events",
-        title="AWS request cost at list prices",
-    )
+    _finish(fig, ax, path, "rate asked", "USD per million events",
+            "AWS request cost at list prices")  # fmt: skip
+
+
+def _finish(
+    fig: object, ax: Any, path: Path, xlabel: str, ylabel: str, title: str, grid: bool = False
+) -> None:
+    """Labels, legend, grid and file: the same for every plot."""
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
+    if grid:
+        ax.grid(alpha=0.3)
     _save(fig, path)
 
 
