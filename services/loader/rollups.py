@@ -168,7 +168,7 @@ async def apply(conn: AsyncConnection, tenant: str, delta: Mapping[Key, Rollup])
     )  # fmt: skip
     written: dict[str, list[Any]] = {k: [] for k in ("dims", "levels", "buckets", "values",
                                                      "cells", "hists", "pcts")}  # fmt: skip
-    for dim, level, bucket, value, cells, hists in locked.tuples():
+    for dim, level, bucket, value, cells, hists in locked:
         row = Rollup(cells, decode_hists(hists))
         row.add(delta[(dim, level, int(bucket.timestamp()), value)])
         stored = row_values(row.pruned())

@@ -196,7 +196,7 @@ async def _points(
         params = {"tenant": tenant, "dim": dim, "levels": levels, "buckets": buckets,
                   "points": points, "single": single, **(params or {})}  # fmt: skip
         result = await conn.execute(text(ROLLUP_SQL.format(where=where)), params)
-        for i, value, cells, pcts, hists in result.tuples():
+        for i, value, cells, pcts, hists in result:
             point = out.get((i, value))
             if point is None:
                 point = out[(i, value)] = Point()

@@ -33,7 +33,7 @@ class ReportZones:
                 rows = await conn.execute(select(report_zones.c.name, report_zones.c.since))
             self.known = {
                 name: replace(self.configured[name], since_s=int(since.timestamp()))
-                for name, since in rows.tuples()
+                for name, since in rows
                 if name in self.configured
             }
             self.read_at = time.monotonic()
