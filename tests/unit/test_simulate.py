@@ -259,8 +259,11 @@ def mock_client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.Asy
 
 
 class FakeClock:
+    """A fixed start: the traffic follows a daily curve, so a test must not
+    depend on the hour it runs at."""
+
     def __init__(self) -> None:
-        self.now = datetime.now(UTC).timestamp()
+        self.now = datetime(2026, 11, 25, 8, 0, tzinfo=UTC).timestamp()
         self.slept: list[float] = []
 
     def __call__(self) -> float:
