@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.events import to_ms
 from shared.histogram import bin_of
 from shared.rollups import (
     HIST_CODE,
@@ -29,7 +30,7 @@ from shared.rollups import (
     decode_hists,
     row_values,
 )
-from shared.timebuckets import Calendar, buckets_of, instant, span_s
+from shared.timebuckets import Calendar, buckets_of, epoch_s, instant, span_s
 
 SUMMARY_KINDS = frozenset({
     "created", "closed", "abandoned", "transfers", "customer_message", "agent_message",
@@ -39,7 +40,6 @@ AGENT_KINDS = frozenset({"agent_stint", "agent_message", "first_response", "clos
 GROUP_OUTCOMES = (("answered", "group_answered"), ("abandoned", "group_abandoned"),
                   ("transferred_out", "group_transferred"))  # fmt: skip
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Key = tuple[str, int, int, str]  # dim, level, bucket (epoch s), dim_value
 
 
@@ -63,7 +63,7 @@ def _slots(m: Mapping[Any, Any]) -> list[tuple[str, str, str]]:
 
 
 def _epoch_ms(at: datetime | int) -> int:
-    return at if isinstance(at, int) else (at - EPOCH) // timedelta(milliseconds=1)
+    return at if isinstance(at, int) else to_ms(at)
 
 
 MEASURE_FIELDS = ("tenant_id", "kind", "at", "value_ms", "agent_id", "channel",
@@ -170,7 +170,7 @@ async def apply(conn: AsyncConnection, tenant: str, delta: Mapping[Key, Rollup])
                                                      "cells", "hists", "pcts")}  # fmt: skip
     for dim, level, bucket, value, cells, hists in locked:
         row = Rollup(cells, decode_hists(hists))
-        row.add(delta[(dim, level, int(bucket.timestamp()), value)])
+        row.add(delta[(dim, level, epoch_s(bucket), value)])
         stored = row_values(row.pruned())
         for name, item in (("dims", dim), ("levels", level), ("buckets", bucket),
                            ("values", value), ("cells", orjson.dumps(stored["cells"]).decode()),
