@@ -50,6 +50,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     collector_port: int = 8080
+    # Requests within this many ms share one PutRecords (group commit).
+    collector_linger_ms: int = Field(default=25, ge=0, le=1000)
     report_port: int = 8081
     metrics_port: int = Field(default=0, ge=0, le=65535)  # queue workers' /metrics; 0: off
 

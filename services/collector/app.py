@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
-from services.collector.stream import StreamUnavailableError, pack_records, put_all
+from services.collector.stream import StreamUnavailableError, StreamWriter
 from shared.auth import ApiKey, KeyStore
 from shared.aws import open_aws
 from shared.events import InvalidEventError, Rejection, canonical, validate
@@ -29,6 +30,14 @@ MAX_BODY = 1024 * 1024
 MAX_EVENTS = 500
 
 router = APIRouter()
+
+
+def _writer(request: Request) -> StreamWriter:
+    writer: StreamWriter = request.app.state.writer
+    return writer
+
+
+WriterDep = Annotated[StreamWriter, Depends(_writer)]
 
 
 def check_batch(body: bytes, api_key: ApiKey, now: datetime) -> tuple[list[bytes], list[Rejection]]:
@@ -59,9 +68,7 @@ def check_batch(body: bytes, api_key: ApiKey, now: datetime) -> tuple[list[bytes
 
 
 @router.post("/v1/events", status_code=202)
-async def post_events(
-    request: Request, api_key: ApiKeyDep, aws: AwsDep, settings: SettingsDep
-) -> Response:
+async def post_events(request: Request, api_key: ApiKeyDep, writer: WriterDep) -> Response:
     api_key.require(None, "ingest")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
@@ -77,7 +84,7 @@ async def post_events(
     accepted, rejected = check_batch(body, api_key, datetime.now(UTC))
     if accepted:
         try:
-            await put_all(aws.kinesis, settings.stream, pack_records(api_key.tenant_id, accepted))
+            await writer.write(api_key.tenant_id, accepted)
         except StreamUnavailableError as exc:
             raise ApiError(
                 503, "stream_unavailable", f"retry the whole batch: {exc}", {"Retry-After": "1"}
@@ -108,7 +115,13 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.settings = settings
             app.state.aws = aws
             app.state.keys = KeyStore(aws.dynamodb, settings.keys_table)
-            yield
+            writer = StreamWriter(aws.kinesis, settings.stream, settings.collector_linger_ms / 1000)
+            writer.start()
+            app.state.writer = writer
+            try:
+                yield
+            finally:  # uvicorn has answered every request by now
+                await writer.close(settings.drain_timeout_s)
 
     app = FastAPI(title="Telemetry collector", version="1", lifespan=lifespan)
     install_error_handlers(app)
