@@ -100,9 +100,12 @@ class Point:
 Pcts = dict[str, list[int | None]]
 
 
-def _dense(hists: list[bytes]) -> tuple[Any, Any]:
-    """Merged histograms as dense (counts, sums) arrays, one line per kind."""
+def _dense(hists: list[bytes], only: str | None = None) -> tuple[Any, Any]:
+    """Merged histograms as dense (counts, sums) arrays, one line per kind
+    (zeros but for `only` when it is given)."""
     entries = np.frombuffer(b"".join(hists), dtype=ENTRY)
+    if only is not None:
+        entries = entries[entries["kind"] == HIST_CODE[only]]
     index = entries["kind"].astype(np.intp) * len(EDGES) + entries["bin"]
     shape = (len(HIST_KINDS), len(EDGES))
     size = shape[0] * shape[1]
@@ -111,11 +114,11 @@ def _dense(hists: list[bytes]) -> tuple[Any, Any]:
     return counts, sums
 
 
-def _merged_percentiles(hists: list[bytes]) -> Pcts:
+def _merged_percentiles(hists: list[bytes], only: str | None = None) -> Pcts:
     out: Pcts = {}
     if not hists:
         return out
-    counts, sums = _dense(hists)
+    counts, sums = _dense(hists, only)
     for code in np.flatnonzero(counts.sum(axis=1) > 0).tolist():
         cumulative = np.cumsum(counts[code])
         total = int(cumulative[-1])
@@ -204,6 +207,53 @@ async def _points(
     return out
 
 
+BY_VALUE_SQL = """
+SELECT r.dim_value, count(*) AS rows, {sums},
+       CASE WHEN count(*) = 1 THEN (array_agg(r.pcts))[1] END AS pcts,
+       CASE WHEN count(*) > 1 THEN string_agg(r.hists, ''::bytea) END AS hists
+FROM unnest(CAST(:levels AS smallint[]), CAST(:buckets AS timestamptz[])) AS p(level, bucket)
+JOIN rollups AS r ON r.tenant_id = :tenant AND r.dim = :dim
+                 AND r.level = p.level AND r.bucket = p.bucket
+GROUP BY r.dim_value
+"""
+
+
+async def _by_value(
+    engine: AsyncEngine,
+    tenant: str,
+    dim: str,
+    start: datetime,
+    end: datetime,
+    cal: Calendar | None,
+    kinds: tuple[str, ...],
+    ranked: str,
+) -> dict[str, tuple[Point, Pcts]]:
+    """Per dimension value over [start, end): the counts and sums of `kinds`,
+    added up by PostgreSQL, and the percentiles of `ranked`. The histograms of
+    a value arrive as one concatenated string, merged by numpy in one pass."""
+    pieces = _pieces(start, end, cal)
+    sums = ", ".join(  # kinds are this module's constants, never user input
+        f"sum(CAST(r.cells #>> '{{{kind},{i}}}' AS bigint)) AS {kind}_{i}"
+        for kind in kinds
+        for i in (0, 1)
+    )
+    params = {"tenant": tenant, "dim": dim, "levels": [lv for lv, _ in pieces],
+              "buckets": [instant(b) for _, b in pieces]}  # fmt: skip
+    async with engine.connect() as conn:
+        result = await conn.execute(text(BY_VALUE_SQL.format(sums=sums)), params)
+        rows = result.all()
+    out: dict[str, tuple[Point, Pcts]] = {}
+    for value, n, *totals, pcts, hists in rows:
+        cells = {
+            kind: [int(totals[2 * k]), int(totals[2 * k + 1] or 0)]
+            for k, kind in enumerate(kinds)
+            if totals[2 * k] is not None
+        }
+        point = Point(cells, pcts, [] if hists is None else [hists], n)
+        out[value] = (point, pcts if pcts is not None else _merged_percentiles(point.hists, ranked))
+    return out
+
+
 def _count(cells: Cells, kind: str) -> int:
     return int(cells[kind][0]) if kind in cells else 0
 
@@ -276,11 +326,9 @@ async def groups(
     engine: AsyncEngine, tenant: str, start: datetime, end: datetime, cal: Calendar | None = None
 ) -> list[dict[str, Any]]:
     """Group stints that ended in the range, per group."""
-    by_group = await _points(engine, tenant, "group", [start, end], cal)
-    keys = sorted(by_group)
-    points = [by_group[k] for k in keys]
-    pcts = percentiles(points)
-    rows = [_group_row(g, p, c) for (_, g), p, c in zip(keys, points, pcts, strict=True)]
+    kinds = ("group_stint", "group_answered", "group_abandoned", "group_transferred")
+    by_group = await _by_value(engine, tenant, "group", start, end, cal, kinds, "group_stint")
+    rows = [_group_row(g, p, c) for g, (p, c) in sorted(by_group.items())]
     return [r for r in rows if r["stints"]]
 
 
@@ -301,11 +349,9 @@ async def agents(
 ) -> list[dict[str, Any]]:
     """Per agent: stints and handle time at the stint's end, messages and first
     responses at their time, tickets closed while the agent held them."""
-    by_agent = await _points(engine, tenant, "agent", [start, end], cal)
-    keys = sorted(by_agent)
-    points = [by_agent[k] for k in keys]
-    pcts = percentiles(points)
-    rows = [_agent_row(a, p, c) for (_, a), p, c in zip(keys, points, pcts, strict=True)]
+    kinds = ("agent_stint", "agent_message", "first_response", "closed")
+    by_agent = await _by_value(engine, tenant, "agent", start, end, cal, kinds, "agent_stint")
+    rows = [_agent_row(a, p, c) for a, (p, c) in sorted(by_agent.items())]
     counted = ("stints", "agent_messages", "first_responses", "tickets_closed")
     return [r for r in rows if any(r[k] for k in counted)]
 

@@ -114,9 +114,25 @@ async def test_summary_timeseries_groups_and_tickets_reconcile(
     ended = [s for r in results for s in r.group_stints if s.ended_at is not None]
     assert sum(g["stints"] for g in groups) == len(ended)
     assert sum(g["abandoned"] for g in groups) == sum(s.abandoned for s in ended)
+    for g in groups:  # per value: counts exact, percentiles within 2%
+        waits = sorted(s.queue_time_ms for s in ended if s.group_id == g["group_id"])
+        assert g["queue_time"]["count"] == len(waits)
+        exact = nearest_rank(waits, 90)
+        assert abs(g["queue_time"]["p90_ms"] - exact) <= 0.02 * exact
     agents = (await get("agents"))["rows"]
     assert sum(a["agent_messages"] for a in agents) == summary["agent_messages"]
     assert sum(a["first_responses"] for a in agents) == summary["first_response_time"]["count"]
+    stints = [s for r in results for s in r.agent_stints if s.ended_at is not None]
+    assert {a["agent_id"] for a in agents} >= {s.agent_id for s in stints}
+    for a in agents:
+        handles = sorted(s.handle_time_ms for s in stints if s.agent_id == a["agent_id"])
+        assert a["stints"] == a["handle_time"]["count"] == len(handles)
+        if not handles:
+            continue
+        assert a["handle_time"]["avg_ms"] == sum(handles) / len(handles)
+        for field, p in (("p50_ms", 50), ("p95_ms", 95)):
+            exact = nearest_rank(handles, p)
+            assert abs(a["handle_time"][field] - exact) <= 0.02 * exact, (a, handles)
 
     csv = await http.get(f"{base}/timeseries", params={**dates, "granularity": "day"},
                          headers={**headers, "Accept": "text/csv"})  # fmt: skip
