@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from shared.histogram import EDGES, at_most
-from shared.rollups import HIST_KINDS, SLA_CELL, SLA_MS, Rollup, combo, row_values
+from shared.rollups import SLA_CELL, SLA_MS, Rollup, combo, ranked, row_values
 from shared.timebuckets import LEVEL_SECONDS, QUARTER_S, Calendar, calendar_buckets, instant
 
 Array = np.ndarray[Any, Any]
@@ -188,7 +188,6 @@ SUMMARY = np.array([k in {"created", "closed", "abandoned", "transfers", "custom
                           "handle", "resolution", "reply"} for k in KINDS])  # fmt: skip
 AGENT = np.array([k in {"agent_stint", "agent_message", "first_response", "closed"} for k in KINDS])
 GROUP = np.array([k.startswith("group_") for k in KINDS])
-WITH_HIST = np.array([k in HIST_KINDS for k in KINDS])
 DIMS = ("all", "channel", "first_group", "last_agent", "combo", "group", "agent")
 
 
@@ -236,7 +235,8 @@ def rows(h: History, m: Measures, dim: str, cals: tuple[Calendar, ...] = ()) -> 
     del quarter, value_idx  # 10 M tickets: keep the peak memory down
     n, total, value = m.n[mask], m.total[mask], m.value[mask]
     del mask
-    hist = WITH_HIST[kind] & (value >= 0)
+    with_hist = np.array([k in ranked(dim) for k in KINDS])
+    hist = with_hist[kind] & (value >= 0)
     bins = np.searchsorted(np.asarray(EDGES), value[hist], side="left")
     bins_agg = _aggregate((key[hist] << BIN_BITS) | bins, n[hist], total[hist])
     del value, bins, hist, kind
@@ -249,7 +249,7 @@ def rows(h: History, m: Measures, dim: str, cals: tuple[Calendar, ...] = ()) -> 
             yield from _emit(
                 dim, cal.code + k, 1,
                 _regroup(cells, start, VALUE_BITS + KIND_BITS),
-                _regroup(bins_agg, start, VALUE_BITS + KIND_BITS + BIN_BITS), names,
+                _regroup(bins_agg, start, VALUE_BITS + KIND_BITS + BIN_BITS), names, with_hist,
             )  # fmt: skip
     ratio_prev = 1
     for level, width in enumerate(LEVEL_SECONDS):
@@ -258,7 +258,7 @@ def rows(h: History, m: Measures, dim: str, cals: tuple[Calendar, ...] = ()) -> 
             cells = _coarser(cells, ratio_prev, ratio, VALUE_BITS + KIND_BITS)
             bins_agg = _coarser(bins_agg, ratio_prev, ratio, VALUE_BITS + KIND_BITS + BIN_BITS)
         ratio_prev = ratio
-        yield from _emit(dim, level, ratio, cells, bins_agg, names)
+        yield from _emit(dim, level, ratio, cells, bins_agg, names, with_hist)
 
 
 def _regroup(agg: tuple[Array, Array, Array], start: dict[int, int], shift: int) -> tuple[
@@ -283,7 +283,7 @@ Row = tuple[str, int, datetime, str, str, bytes, str]  # dim, level, bucket, val
 
 def _emit(
     dim: str, level: int, ratio: int, cells: tuple[Array, Array, Array],
-    bins: tuple[Array, Array, Array], names: list[str],
+    bins: tuple[Array, Array, Array], names: list[str], with_hist: Array,
 ) -> Iterator[Row]:  # fmt: skip
     """Cells (sorted by bucket, value, kind) and their bins, as rows."""
     low = (1 << (VALUE_BITS + KIND_BITS)) - 1
@@ -301,7 +301,7 @@ def _emit(
             current, row = at, Rollup()
         kind = KINDS[key & kind_low]
         row.cells[kind] = [n, total]
-        if WITH_HIST[key & kind_low]:
+        if with_hist[key & kind_low]:
             hist = row.hists[kind] = {}
             while j < len(bkeys) and bkeys[j] >> BIN_BITS == key:
                 hist[bkeys[j] & bin_low] = [bn[j], bt[j]]

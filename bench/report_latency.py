@@ -8,6 +8,7 @@ summary written directly over the per-ticket table, as without rollups.
 
     .venv/bin/python -m bench.report_latency [--tickets 10000000] [--requests 60]
         [--database-url URL]   # default: an embedded pgserver in .telemetry/
+        [--refresh agent]      # regenerate one dimension's rows after a format change
 
 It prints figures; it asserts nothing.
 """
@@ -59,14 +60,24 @@ def _batches(items: Iterator[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]
 
 
 async def load(
-    conn: asyncpg.Connection, h: History, cals: tuple[Calendar, ...], dims: list[str]
+    conn: asyncpg.Connection,
+    h: History,
+    cals: tuple[Calendar, ...],
+    dims: list[str],
+    tickets: bool = True,
 ) -> None:
+    """The tickets (unless `tickets` is false) and the rollup rows of `dims`."""
     started = time.perf_counter()
-    await conn.execute("DELETE FROM tickets WHERE tenant_id = $1", TENANT)
-    await conn.execute("DELETE FROM rollups WHERE tenant_id = $1", TENANT)
-    for batch in _batches(ticket_rows(h, TENANT)):
-        await conn.copy_records_to_table("tickets", records=batch, columns=TICKET_COLUMNS)
-    print(f"tickets: {h.n:,} rows in {time.perf_counter() - started:.0f} s", flush=True)
+    if tickets:
+        await conn.execute("DELETE FROM tickets WHERE tenant_id = $1", TENANT)
+        await conn.execute("DELETE FROM rollups WHERE tenant_id = $1", TENANT)
+        for batch in _batches(ticket_rows(h, TENANT)):
+            await conn.copy_records_to_table("tickets", records=batch, columns=TICKET_COLUMNS)
+        print(f"tickets: {h.n:,} rows in {time.perf_counter() - started:.0f} s", flush=True)
+    else:
+        await conn.execute(
+            "DELETE FROM rollups WHERE tenant_id = $1 AND dim = ANY($2::text[])", TENANT, dims
+        )
     m = measures(h)
     for dim in dims:
         t0, count = time.perf_counter(), 0
@@ -214,6 +225,11 @@ async def prepare(args: argparse.Namespace, database_url: str, settings: Setting
             print(f"generating {args.tickets:,} tickets over {args.days} days …", flush=True)
             history = generate(args.tickets, args.days, END)
             await load(conn, history, settings.report_calendars(), args.dims.split(","))
+        elif args.refresh:
+            print(f"regenerating the rollup rows of {args.refresh} …", flush=True)
+            history = generate(args.tickets, args.days, END)
+            refresh = args.refresh.split(",")
+            await load(conn, history, settings.report_calendars(), refresh, tickets=False)
         else:
             print(f"reusing {have:,} tickets of {TENANT}")
         sizes = await conn.fetch(
@@ -235,6 +251,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--naive-runs", type=int, default=5)
     parser.add_argument("--reload", action="store_true")
+    parser.add_argument(
+        "--refresh", default="", help="regenerate only these dimensions' rows (after a change)"
+    )
     parser.add_argument(
         "--dims", default=",".join(DIMS), help="rollup dimensions to load (default: all)"
     )

@@ -27,6 +27,10 @@ from shared.histogram import SLA_SECONDS, percentiles
 HIST_KINDS = ("assigned", "first_response", "handle", "resolution", "reply",
               "group_stint", "agent_stint")  # fmt: skip
 HIST_CODE = {kind: code for code, kind in enumerate(HIST_KINDS)}
+# The per-agent and per-group reports rank one duration each; their rows keep
+# only that histogram (agent rows are most of the table, and a report's cost
+# is the bytes of histogram it reads).
+_RANKED_BY = {"agent": frozenset({"agent_stint"}), "group": frozenset({"group_stint"})}
 SLA_CELL = "first_response_sla"
 SLA_MS = tuple(s * 1000 for s in SLA_SECONDS)
 PERCENTS = (50, 90, 95)
@@ -39,6 +43,11 @@ Hists = dict[str, dict[int, list[int]]]  # kind -> bin -> [count, sum]
 def combo(channel: str | None, first_group: str | None, last_agent: str | None) -> str:
     """The `combo` dimension's value: a JSON array, since ids may hold any character."""
     return orjson.dumps([channel, first_group, last_agent]).decode()
+
+
+def ranked(dim: str) -> frozenset[str]:
+    """The kinds with a histogram (and, for first responses, SLA counts) in `dim`'s rows."""
+    return _RANKED_BY.get(dim, frozenset(HIST_KINDS))
 
 
 def add_cells(into: Cells, cells: Cells, sign: int = 1) -> None:

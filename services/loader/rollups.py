@@ -21,13 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.events import to_ms
 from shared.histogram import bin_of
 from shared.rollups import (
-    HIST_CODE,
     SLA_CELL,
     SLA_MS,
     Rollup,
     add_cells,
     combo,
     decode_hists,
+    ranked,
     row_values,
 )
 from shared.timebuckets import Calendar, buckets_of, epoch_s, instant, span_s
@@ -97,7 +97,7 @@ def contribution(
         total = 0 if value is None else sign * value
         buckets = buckets_of(_epoch_ms(m["at"]), cals)
         for dim, dim_value, kind in _slots(m):
-            hist = kind in HIST_CODE and value is not None
+            hist = value is not None and kind in ranked(dim)
             b = bin_of(value) if hist else 0
             within = hist and kind == "first_response"
             sla = [sign * (value <= limit) for limit in SLA_MS] if within else None

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.report.stats import PERCENTILES, ratio
-from shared.histogram import EDGES, last_bin_at_most, rank
+from shared.histogram import last_bin_at_most
 from shared.http import ApiError
 from shared.rollups import (
     ENTRY,
@@ -91,48 +91,27 @@ class Point:
     def within(self, limit_ms: int) -> int:
         if limit_ms in SLA_MS:
             return self.cells.get(SLA_CELL, [0] * len(SLA_MS))[SLA_MS.index(limit_ms)]
-        if not self.hists:
-            return 0
-        counts, _ = _dense(self.hists)
-        return int(counts[HIST_CODE["first_response"], : last_bin_at_most(limit_ms) + 1].sum())
+        entries = np.frombuffer(b"".join(self.hists), dtype=ENTRY)
+        mine = (entries["kind"] == HIST_CODE["first_response"]) & (
+            entries["bin"] <= last_bin_at_most(limit_ms)
+        )
+        return int(entries["n"][mine].sum())
 
 
 Pcts = dict[str, list[int | None]]
 
 
-def _dense(hists: list[bytes], only: str | None = None) -> tuple[Any, Any]:
-    """Merged histograms as dense (counts, sums) arrays, one line per kind
-    (zeros but for `only` when it is given)."""
-    entries = np.frombuffer(b"".join(hists), dtype=ENTRY)
-    if only is not None:
-        entries = entries[entries["kind"] == HIST_CODE[only]]
-    index = entries["kind"].astype(np.intp) * len(EDGES) + entries["bin"]
-    shape = (len(HIST_KINDS), len(EDGES))
-    size = shape[0] * shape[1]
-    counts = np.bincount(index, weights=entries["n"], minlength=size).reshape(shape)
-    sums = np.bincount(index, weights=entries["sum"], minlength=size).reshape(shape)
-    return counts, sums
-
-
-def _merged_percentiles(hists: list[bytes], only: str | None = None) -> Pcts:
-    out: Pcts = {}
-    if not hists:
-        return out
-    counts, sums = _dense(hists, only)
-    for code in np.flatnonzero(counts.sum(axis=1) > 0).tolist():
-        cumulative = np.cumsum(counts[code])
-        total = int(cumulative[-1])
-        bins = np.searchsorted(cumulative, [rank(total, p) for p in PERCENTS]).tolist()
-        out[HIST_KINDS[code]] = [  # as shared.histogram.percentiles (float64: exact < 2**53)
-            round(float(sums[code, b]) / float(counts[code, b])) for b in bins
-        ]
-    return out
-
-
 def percentiles(points: list[Point]) -> list[Pcts]:
     """Each point's percentiles: stored ones as they are, the others merged from
-    their histograms."""
-    return [p.pcts if p.pcts is not None else _merged_percentiles(p.hists) for p in points]
+    their histograms, one kind at a time over all the points."""
+    merged = [i for i, p in enumerate(points) if p.pcts is None]
+    blobs = [b"".join(points[i].hists) for i in merged]
+    out = [dict(p.pcts) if p.pcts is not None else {} for p in points]
+    for kind in HIST_KINDS:
+        for i, values in zip(merged, _ranked_percentiles(blobs, kind), strict=True):
+            if values[0] is not None:
+                out[i][kind] = values
+    return out
 
 
 def _dimension(filters: Filters) -> tuple[str, str, dict[str, Any]]:
@@ -242,15 +221,47 @@ async def _by_value(
     async with engine.connect() as conn:
         result = await conn.execute(text(BY_VALUE_SQL.format(sums=sums)), params)
         rows = result.all()
-    out: dict[str, tuple[Point, Pcts]] = {}
+    points: dict[str, Point] = {}
     for value, n, *totals, pcts, hists in rows:
         cells = {
             kind: [int(totals[2 * k]), int(totals[2 * k + 1] or 0)]
             for k, kind in enumerate(kinds)
             if totals[2 * k] is not None
         }
-        point = Point(cells, pcts, [] if hists is None else [hists], n)
-        out[value] = (point, pcts if pcts is not None else _merged_percentiles(point.hists, ranked))
+        points[value] = Point(cells, pcts, [] if hists is None else [hists], n)
+    merged = [v for v, p in points.items() if p.pcts is None]
+    ranks = _ranked_percentiles([b"".join(points[v].hists) for v in merged], ranked)
+    pcts_of = {v: {ranked: r} for v, r in zip(merged, ranks, strict=True)}
+    return {v: (p, p.pcts if p.pcts is not None else pcts_of[v]) for v, p in points.items()}
+
+
+def _ranked_percentiles(hists: list[bytes], kind: str) -> list[list[int | None]]:
+    """The percentiles of `kind` in each of several histograms, in one numpy
+    pass over all of them (a report's cost is its bytes, not its values)."""
+    if not hists:
+        return []
+    entries = np.frombuffer(b"".join(hists), dtype=ENTRY)
+    owner = np.repeat(np.arange(len(hists)), [len(h) // ENTRY.itemsize for h in hists])
+    mine = entries["kind"] == HIST_CODE[kind]
+    entries, owner = entries[mine], owner[mine]
+    out: list[list[int | None]] = [[None] * len(PERCENTS) for _ in hists]
+    if not len(entries):
+        return out
+    low = int(entries["bin"].min())  # columns: the span of bins in use
+    width = int(entries["bin"].max()) - low + 1
+    index = owner * width + (entries["bin"] - low)
+    size = len(hists) * width
+    counts = np.bincount(index, weights=entries["n"], minlength=size).reshape(len(hists), -1)
+    sums = np.bincount(index, weights=entries["sum"], minlength=size).reshape(len(hists), -1)
+    cumulative = np.cumsum(counts, axis=1)
+    totals = cumulative[:, -1].astype(np.int64)
+    rows = np.flatnonzero(totals > 0)
+    for j, p in enumerate(PERCENTS):  # as shared.histogram.rank and percentiles
+        targets = np.maximum(1, -(-totals[rows] * p // 100))
+        at = (cumulative[rows] >= targets[:, None]).argmax(axis=1)
+        values = np.rint(sums[rows, at] / counts[rows, at]).astype(np.int64)
+        for i, v in zip(rows.tolist(), values.tolist(), strict=True):
+            out[i][j] = v
     return out
 
 

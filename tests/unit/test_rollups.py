@@ -14,7 +14,7 @@ from services.report.queries import Point
 from services.report.queries import percentiles as merged_percentiles
 from services.report.stats import day_range, nearest_rank
 from shared.histogram import EDGES, SLA_SECONDS, Histogram, at_most, bin_of, percentiles
-from shared.rollups import Rollup, combo, decode_hists, pcts_of, row_values
+from shared.rollups import SLA_CELL, Rollup, combo, decode_hists, pcts_of, row_values
 from shared.timebuckets import (
     LEVEL_SECONDS,
     buckets_of,
@@ -146,6 +146,21 @@ def test_stored_histograms_round_trip_and_give_the_rows_percentiles() -> None:
     ]
 
 
+def test_agent_and_group_rows_keep_only_the_histogram_their_report_ranks() -> None:
+    t = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    rows: dict[Key, Rollup] = {}
+    measures = [measure("first_response", t, 5_000, agent_id="a1"),
+                measure("agent_stint", t, 90_000, agent_id="a1"),
+                measure("group_stint", t, 40_000, group_id="g1", answered=True)]  # fmt: skip
+    contribution(measures, 1, rows)
+    agent = rows[("agent", 0, epoch_s(t), "a1")]
+    assert agent.cells == {"first_response": [1, 5_000], "agent_stint": [1, 90_000]}
+    assert set(agent.hists) == {"agent_stint"}
+    assert set(rows[("group", 0, epoch_s(t), "g1")].hists) == {"group_stint"}
+    everything = rows[("all", 0, epoch_s(t), "")]
+    assert set(everything.hists) == {"first_response"} and SLA_CELL in everything.cells
+
+
 @given(st.lists(values, min_size=1, max_size=4), st.sampled_from((7, 125, 3601)))
 def test_merged_stored_histograms_give_what_one_row_would(parts: list[list[int]], sla: int) -> None:
     """Several buckets read as histograms equal one bucket read as its percentiles."""
@@ -158,6 +173,8 @@ def test_merged_stored_histograms_give_what_one_row_would(parts: list[list[int]]
         point.add(Point({}, None, [row_values(row)["hists"]], 1))
     assert merged_percentiles([point]) == [pcts_of(merged.hists)]
     assert merged_percentiles([point, Point(), point])[2] == pcts_of(merged.hists)
+    first = Point({}, None, [row_values(rows[0])["hists"]], 1)  # merged side by side
+    assert merged_percentiles([point, first]) == [pcts_of(merged.hists), pcts_of(rows[0].hists)]
     everything = [v for p in parts for v in p]
     within = point.within(sla * 1000)  # not a contract SLA: from the histograms
     assert within == at_most(merged.hists["first_response"], sla * 1000)
