@@ -105,10 +105,10 @@ def percentiles(points: list[Point]) -> list[Pcts]:
     """Each point's percentiles: stored ones as they are, the others merged from
     their histograms, one kind at a time over all the points."""
     merged = [i for i, p in enumerate(points) if p.pcts is None]
-    blobs = [b"".join(points[i].hists) for i in merged]
+    entries = _Entries([b"".join(points[i].hists) for i in merged])
     out = [dict(p.pcts) if p.pcts is not None else {} for p in points]
     for kind in HIST_KINDS:
-        for i, values in zip(merged, _ranked_percentiles(blobs, kind), strict=True):
+        for i, values in zip(merged, entries.percentiles(kind), strict=True):
             if values[0] is not None:
                 out[i][kind] = values
     return out
@@ -230,39 +230,48 @@ async def _by_value(
         }
         points[value] = Point(cells, pcts, [] if hists is None else [hists], n)
     merged = [v for v, p in points.items() if p.pcts is None]
-    ranks = _ranked_percentiles([b"".join(points[v].hists) for v in merged], ranked)
+    ranks = _Entries([b"".join(points[v].hists) for v in merged]).percentiles(ranked)
     pcts_of = {v: {ranked: r} for v, r in zip(merged, ranks, strict=True)}
     return {v: (p, p.pcts if p.pcts is not None else pcts_of[v]) for v, p in points.items()}
 
 
-def _ranked_percentiles(hists: list[bytes], kind: str) -> list[list[int | None]]:
-    """The percentiles of `kind` in each of several histograms, in one numpy
-    pass over all of them (a report's cost is its bytes, not its values)."""
-    if not hists:
-        return []
-    entries = np.frombuffer(b"".join(hists), dtype=ENTRY)
-    owner = np.repeat(np.arange(len(hists)), [len(h) // ENTRY.itemsize for h in hists])
-    mine = entries["kind"] == HIST_CODE[kind]
-    entries, owner = entries[mine], owner[mine]
-    out: list[list[int | None]] = [[None] * len(PERCENTS) for _ in hists]
-    if not len(entries):
+class _Entries:
+    """The histogram entries of several points, parsed once: `percentiles`
+    ranks one kind in all of them in one numpy pass (a report's cost is the
+    bytes it reads, not the number of its points)."""
+
+    def __init__(self, hists: list[bytes]) -> None:
+        self.points = len(hists)
+        self.entries = np.frombuffer(b"".join(hists), dtype=ENTRY)
+        self.owner = np.repeat(np.arange(len(hists)), [len(h) // ENTRY.itemsize for h in hists])
+        self.kinds = self.entries["kind"]
+
+    def percentiles(self, kind: str) -> list[list[int | None]]:
+        out: list[list[int | None]] = [[None] * len(PERCENTS) for _ in range(self.points)]
+        mine = self.kinds == HIST_CODE[kind]
+        if not mine.any():
+            return out
+        e, owner = self.entries, self.owner
+        if mine.all():  # agent and group rows hold one kind: no copy
+            bins, n, total = e["bin"], e["n"], e["sum"]
+        else:
+            bins, n, total, owner = e["bin"][mine], e["n"][mine], e["sum"][mine], owner[mine]
+        low = int(bins.min())  # columns: the span of bins in use
+        width = int(bins.max()) - low + 1
+        index = owner * width + (bins - low)
+        shape = (self.points, width)
+        counts = np.bincount(index, weights=n, minlength=shape[0] * width).reshape(shape)
+        sums = np.bincount(index, weights=total, minlength=shape[0] * width).reshape(shape)
+        cumulative = np.cumsum(counts, axis=1)
+        totals = cumulative[:, -1].astype(np.int64)
+        rows = np.flatnonzero(totals > 0)
+        for j, p in enumerate(PERCENTS):  # as shared.histogram.rank and percentiles
+            targets = np.maximum(1, -(-totals[rows] * p // 100))
+            at = (cumulative[rows] >= targets[:, None]).argmax(axis=1)
+            values = np.rint(sums[rows, at] / counts[rows, at]).astype(np.int64)
+            for i, v in zip(rows.tolist(), values.tolist(), strict=True):
+                out[i][j] = v
         return out
-    low = int(entries["bin"].min())  # columns: the span of bins in use
-    width = int(entries["bin"].max()) - low + 1
-    index = owner * width + (entries["bin"] - low)
-    size = len(hists) * width
-    counts = np.bincount(index, weights=entries["n"], minlength=size).reshape(len(hists), -1)
-    sums = np.bincount(index, weights=entries["sum"], minlength=size).reshape(len(hists), -1)
-    cumulative = np.cumsum(counts, axis=1)
-    totals = cumulative[:, -1].astype(np.int64)
-    rows = np.flatnonzero(totals > 0)
-    for j, p in enumerate(PERCENTS):  # as shared.histogram.rank and percentiles
-        targets = np.maximum(1, -(-totals[rows] * p // 100))
-        at = (cumulative[rows] >= targets[:, None]).argmax(axis=1)
-        values = np.rint(sums[rows, at] / counts[rows, at]).astype(np.int64)
-        for i, v in zip(rows.tolist(), values.tolist(), strict=True):
-            out[i][j] = v
-    return out
 
 
 def _count(cells: Cells, kind: str) -> int:
