@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.report.stats import PERCENTILES, ratio
-from shared.histogram import last_bin_at_most
+from shared.histogram import EDGES, last_bin_at_most, rank
 from shared.http import ApiError
 from shared.rollups import (
     ENTRY,
@@ -91,27 +91,45 @@ class Point:
     def within(self, limit_ms: int) -> int:
         if limit_ms in SLA_MS:
             return self.cells.get(SLA_CELL, [0] * len(SLA_MS))[SLA_MS.index(limit_ms)]
-        entries = np.frombuffer(b"".join(self.hists), dtype=ENTRY)
-        mine = (entries["kind"] == HIST_CODE["first_response"]) & (
-            entries["bin"] <= last_bin_at_most(limit_ms)
-        )
-        return int(entries["n"][mine].sum())
+        if not self.hists:
+            return 0
+        counts, _ = _dense(self.hists)
+        return int(counts[HIST_CODE["first_response"], : last_bin_at_most(limit_ms) + 1].sum())
 
 
 Pcts = dict[str, list[int | None]]
 
 
+def _dense(hists: list[bytes]) -> tuple[Any, Any]:
+    """Merged histograms as dense (counts, sums) arrays, one line per kind."""
+    entries = np.frombuffer(b"".join(hists), dtype=ENTRY)
+    index = entries["kind"].astype(np.intp) * len(EDGES) + entries["bin"]
+    shape = (len(HIST_KINDS), len(EDGES))
+    size = shape[0] * shape[1]
+    counts = np.bincount(index, weights=entries["n"], minlength=size).reshape(shape)
+    sums = np.bincount(index, weights=entries["sum"], minlength=size).reshape(shape)
+    return counts, sums
+
+
+def _merged_percentiles(hists: list[bytes]) -> Pcts:
+    out: Pcts = {}
+    if not hists:
+        return out
+    counts, sums = _dense(hists)
+    for code in np.flatnonzero(counts.sum(axis=1) > 0).tolist():
+        cumulative = np.cumsum(counts[code])
+        total = int(cumulative[-1])
+        bins = np.searchsorted(cumulative, [rank(total, p) for p in PERCENTS]).tolist()
+        out[HIST_KINDS[code]] = [  # as shared.histogram.percentiles (float64: exact < 2**53)
+            round(float(sums[code, b]) / float(counts[code, b])) for b in bins
+        ]
+    return out
+
+
 def percentiles(points: list[Point]) -> list[Pcts]:
     """Each point's percentiles: stored ones as they are, the others merged from
-    their histograms, one kind at a time over all the points."""
-    merged = [i for i, p in enumerate(points) if p.pcts is None]
-    entries = _Entries([b"".join(points[i].hists) for i in merged])
-    out = [dict(p.pcts) if p.pcts is not None else {} for p in points]
-    for kind in HIST_KINDS:
-        for i, values in zip(merged, entries.percentiles(kind), strict=True):
-            if values[0] is not None:
-                out[i][kind] = values
-    return out
+    their histograms."""
+    return [p.pcts if p.pcts is not None else _merged_percentiles(p.hists) for p in points]
 
 
 def _dimension(filters: Filters) -> tuple[str, str, dict[str, Any]]:
@@ -205,11 +223,10 @@ async def _by_value(
     end: datetime,
     cal: Calendar | None,
     kinds: tuple[str, ...],
-    ranked: str,
 ) -> dict[str, tuple[Point, Pcts]]:
     """Per dimension value over [start, end): the counts and sums of `kinds`,
-    added up by PostgreSQL, and the percentiles of `ranked`. The histograms of
-    a value arrive as one concatenated string, merged by numpy in one pass."""
+    added up by PostgreSQL (one row per value), and the percentiles of the
+    value's histograms, which arrive as one concatenated string."""
     pieces = _pieces(start, end, cal)
     sums = ", ".join(  # kinds are this module's constants, never user input
         f"sum(CAST(r.cells #>> '{{{kind},{i}}}' AS bigint)) AS {kind}_{i}"
@@ -229,49 +246,8 @@ async def _by_value(
             if totals[2 * k] is not None
         }
         points[value] = Point(cells, pcts, [] if hists is None else [hists], n)
-    merged = [v for v, p in points.items() if p.pcts is None]
-    ranks = _Entries([b"".join(points[v].hists) for v in merged]).percentiles(ranked)
-    pcts_of = {v: {ranked: r} for v, r in zip(merged, ranks, strict=True)}
-    return {v: (p, p.pcts if p.pcts is not None else pcts_of[v]) for v, p in points.items()}
-
-
-class _Entries:
-    """The histogram entries of several points, parsed once: `percentiles`
-    ranks one kind in all of them in one numpy pass (a report's cost is the
-    bytes it reads, not the number of its points)."""
-
-    def __init__(self, hists: list[bytes]) -> None:
-        self.points = len(hists)
-        self.entries = np.frombuffer(b"".join(hists), dtype=ENTRY)
-        self.owner = np.repeat(np.arange(len(hists)), [len(h) // ENTRY.itemsize for h in hists])
-        self.kinds = self.entries["kind"]
-
-    def percentiles(self, kind: str) -> list[list[int | None]]:
-        out: list[list[int | None]] = [[None] * len(PERCENTS) for _ in range(self.points)]
-        mine = self.kinds == HIST_CODE[kind]
-        if not mine.any():
-            return out
-        e, owner = self.entries, self.owner
-        if mine.all():  # agent and group rows hold one kind: no copy
-            bins, n, total = e["bin"], e["n"], e["sum"]
-        else:
-            bins, n, total, owner = e["bin"][mine], e["n"][mine], e["sum"][mine], owner[mine]
-        low = int(bins.min())  # columns: the span of bins in use
-        width = int(bins.max()) - low + 1
-        index = owner * width + (bins - low)
-        shape = (self.points, width)
-        counts = np.bincount(index, weights=n, minlength=shape[0] * width).reshape(shape)
-        sums = np.bincount(index, weights=total, minlength=shape[0] * width).reshape(shape)
-        cumulative = np.cumsum(counts, axis=1)
-        totals = cumulative[:, -1].astype(np.int64)
-        rows = np.flatnonzero(totals > 0)
-        for j, p in enumerate(PERCENTS):  # as shared.histogram.rank and percentiles
-            targets = np.maximum(1, -(-totals[rows] * p // 100))
-            at = (cumulative[rows] >= targets[:, None]).argmax(axis=1)
-            values = np.rint(sums[rows, at] / counts[rows, at]).astype(np.int64)
-            for i, v in zip(rows.tolist(), values.tolist(), strict=True):
-                out[i][j] = v
-        return out
+    pcts = percentiles(list(points.values()))
+    return {v: (p, c) for (v, p), c in zip(points.items(), pcts, strict=True)}
 
 
 def _count(cells: Cells, kind: str) -> int:
@@ -347,7 +323,7 @@ async def groups(
 ) -> list[dict[str, Any]]:
     """Group stints that ended in the range, per group."""
     kinds = ("group_stint", "group_answered", "group_abandoned", "group_transferred")
-    by_group = await _by_value(engine, tenant, "group", start, end, cal, kinds, "group_stint")
+    by_group = await _by_value(engine, tenant, "group", start, end, cal, kinds)
     rows = [_group_row(g, p, c) for g, (p, c) in sorted(by_group.items())]
     return [r for r in rows if r["stints"]]
 
@@ -370,7 +346,7 @@ async def agents(
     """Per agent: stints and handle time at the stint's end, messages and first
     responses at their time, tickets closed while the agent held them."""
     kinds = ("agent_stint", "agent_message", "first_response", "closed")
-    by_agent = await _by_value(engine, tenant, "agent", start, end, cal, kinds, "agent_stint")
+    by_agent = await _by_value(engine, tenant, "agent", start, end, cal, kinds)
     rows = [_agent_row(a, p, c) for a, (p, c) in sorted(by_agent.items())]
     counted = ("stints", "agent_messages", "first_responses", "tickets_closed")
     return [r for r in rows if any(r[k] for k in counted)]
