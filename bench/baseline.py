@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from bench.stack import stop_on_sigterm
 from services.enricher.metrics import dedupe, evaluate, event_ms
 from shared.events import canonical, format_ms
 from telemetry.simulate import ticket_life
@@ -156,6 +157,7 @@ def main() -> None:
     parser.add_argument("--tickets", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
+    stop_on_sigterm()
     with tempfile.TemporaryDirectory() as tmp:
         pg, url = start_postgres(Path(tmp) / "pg")
         try:

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from bench.prices import S3_NOTIFICATION, cost_rows
+from bench.stack import stop_on_sigterm
 from services.collector.stream import pack_records, put_all
 from services.consolidator import handler as consolidator
 from services.consolidator.store import make_store
@@ -191,6 +192,7 @@ def main() -> None:
         help="dumper buffer age; cost depends on rate x age / tenants, the events per object",
     )
     args = parser.parse_args()
+    stop_on_sigterm()
     port = free_port()
     moto = start_moto(port)
     with tempfile.TemporaryDirectory() as tmp:

@@ -49,6 +49,7 @@ from bench.stack import (
     reset_peak,
     running_stack,
     scrape,
+    stop_on_sigterm,
 )
 from bench.sysinfo import machine, settings_table
 from shared.aws import Aws, open_aws
@@ -309,6 +310,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
+    stop_on_sigterm()
     LOGS.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(main_async(args))
     args.out.mkdir(parents=True, exist_ok=True)

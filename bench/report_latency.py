@@ -31,6 +31,7 @@ import asyncpg
 import httpx
 
 from bench.history import DIMS, TICKET_COLUMNS, History, generate, measures, rows, ticket_rows
+from bench.stack import stop_on_sigterm
 from shared.db import async_url
 from shared.settings import Settings
 from shared.timebuckets import Calendar
@@ -259,6 +260,7 @@ def main() -> None:
     )
     parser.add_argument("--database-url", default=os.environ.get("TELEMETRY_BENCH_DATABASE_URL"))
     args = parser.parse_args()
+    stop_on_sigterm()
     url = args.database_url
     if url is None:  # the server stops when this process exits
         _server, url = start_postgres(Path(".telemetry/bench-reports-pg").resolve())

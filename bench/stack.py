@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -28,6 +29,14 @@ from telemetry.commands import provision_command
 from telemetry.up import StackError, embedded_env, free_port, start_moto, wait_http
 
 HTTP_SERVICES = ("collector", "report")
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C: the `finally` blocks stop moto, PostgreSQL
+    and the services instead of leaving them running."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
 STOP_S = 30.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SAMPLE = re.compile(r'^(telemetry_\w+)\{(\w+)="([^"]*)",(\w+)="([^"]*)"\} (\d+)$', re.M)
