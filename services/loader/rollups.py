@@ -26,9 +26,8 @@ from shared.rollups import (
     Rollup,
     add_cells,
     combo,
-    decode_hists,
+    merged_values,
     ranked,
-    row_values,
 )
 from shared.timebuckets import Calendar, buckets_of, epoch_s, instant, span_s
 
@@ -169,9 +168,7 @@ async def apply(conn: AsyncConnection, tenant: str, delta: Mapping[Key, Rollup])
     written: dict[str, list[Any]] = {k: [] for k in ("dims", "levels", "buckets", "values",
                                                      "cells", "hists", "pcts")}  # fmt: skip
     for dim, level, bucket, value, cells, hists in locked:
-        row = Rollup(cells, decode_hists(hists))
-        row.add(delta[(dim, level, epoch_s(bucket), value)])
-        stored = row_values(row.pruned())
+        stored = merged_values(cells, hists, delta[(dim, level, epoch_s(bucket), value)])
         for name, item in (("dims", dim), ("levels", level), ("buckets", bucket),
                            ("values", value), ("cells", orjson.dumps(stored["cells"]).decode()),
                            ("hists", stored["hists"]),

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -14,7 +15,15 @@ from services.report.queries import Point
 from services.report.queries import percentiles as merged_percentiles
 from services.report.stats import day_range, nearest_rank
 from shared.histogram import EDGES, SLA_SECONDS, Histogram, at_most, bin_of, percentiles
-from shared.rollups import SLA_CELL, Rollup, combo, decode_hists, pcts_of, row_values
+from shared.rollups import (
+    SLA_CELL,
+    Rollup,
+    combo,
+    decode_hists,
+    merged_values,
+    pcts_of,
+    row_values,
+)
 from shared.timebuckets import (
     LEVEL_SECONDS,
     buckets_of,
@@ -180,6 +189,31 @@ def test_merged_stored_histograms_give_what_one_row_would(parts: list[list[int]]
     assert within == at_most(merged.hists["first_response"], sla * 1000)
     near = sum(1 for v in everything if abs(v - sla * 1000) <= 0.02 * sla * 1000)
     assert abs(within - sum(v <= sla * 1000 for v in everything)) <= near
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(("reply", "handle", "first_response")), values),
+             max_size=4),
+    st.lists(st.tuples(st.sampled_from(("reply", "assigned")), values), max_size=3),
+    st.booleans(),
+)  # fmt: skip
+def test_the_loaders_merge_of_a_stored_row_equals_the_dict_path(
+    stored: list[tuple[str, list[int]]], added: list[tuple[str, list[int]]], retract: bool
+) -> None:
+    row, delta = Rollup(), Rollup()
+    for kind, vs in stored:
+        row.add(Rollup({kind: [len(vs), sum(vs)]}, {kind: of_values(vs)}))
+    for kind, vs in added:
+        delta.add(Rollup({kind: [len(vs), sum(vs)]}, {kind: of_values(vs)}))
+    if retract and stored:  # take back the first stored part, as a newer version does
+        kind, vs = stored[0]
+        delta.add(Rollup({kind: [len(vs), sum(vs)]}, {kind: of_values(vs)}), -1)
+    stored = row_values(row.pruned())
+    cells = orjson.loads(orjson.dumps(stored["cells"]))  # as read back: no shared lists
+    expected = Rollup(orjson.loads(orjson.dumps(cells)), decode_hists(stored["hists"]))
+    expected.add(delta)
+    got = merged_values(cells, stored["hists"], delta)
+    assert got == row_values(expected.pruned())
 
 
 def test_only_changed_measurements_are_retracted_and_added() -> None:
