@@ -67,9 +67,11 @@ def scaled(
     for service in ("filter", "consolidator", "enricher", "loader"):
         for i in range(WORKERS):
             group.start(service, i)
-    group.wait_ready()
-    yield group
-    group.stop()
+    try:  # a stack that never became ready is stopped too
+        group.wait_ready()
+        yield group
+    finally:
+        group.stop()
 
 
 def workload(rng: random.Random) -> list[dict[str, Any]]:
