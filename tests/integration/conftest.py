@@ -125,9 +125,9 @@ class ServiceProcesses:
         proc.kill()
         proc.wait()
 
-    def wait_ready(self) -> None:
-        wait_http(self.urls["collector"] + "/readyz")
-        wait_http(self.urls["report"] + "/healthz")
+    def wait_ready(self, timeout_s: float = 30) -> None:
+        wait_http(self.urls["collector"] + "/readyz", timeout_s)
+        wait_http(self.urls["report"] + "/healthz", timeout_s)
 
     def stop(self) -> dict[str, int]:
         """SIGTERM everything; the exit codes show whether each drained cleanly."""

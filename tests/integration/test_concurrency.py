@@ -68,7 +68,7 @@ def scaled(
         for i in range(WORKERS):
             group.start(service, i)
     try:  # a stack that never became ready is stopped too
-        group.wait_ready()
+        group.wait_ready(timeout_s=120)  # 20 processes importing at once on 2 cores
         yield group
     finally:
         group.stop()
