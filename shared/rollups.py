@@ -31,6 +31,7 @@ HIST_CODE = {kind: code for code, kind in enumerate(HIST_KINDS)}
 # only that histogram (agent rows are most of the table, and a report's cost
 # is the bytes of histogram it reads).
 _RANKED_BY = {"agent": frozenset({"agent_stint"}), "group": frozenset({"group_stint"})}
+_ALL_RANKED = frozenset(HIST_KINDS)
 SLA_CELL = "first_response_sla"
 SLA_MS = tuple(s * 1000 for s in SLA_SECONDS)
 PERCENTS = (50, 90, 95)
@@ -47,7 +48,7 @@ def combo(channel: str | None, first_group: str | None, last_agent: str | None) 
 
 def ranked(dim: str) -> frozenset[str]:
     """The kinds with a histogram (and, for first responses, SLA counts) in `dim`'s rows."""
-    return _RANKED_BY.get(dim, frozenset(HIST_KINDS))
+    return _RANKED_BY.get(dim, _ALL_RANKED)
 
 
 def add_cells(into: Cells, cells: Cells, sign: int = 1) -> None:
