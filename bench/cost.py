@@ -129,7 +129,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
         realtime_deps = realtime.RealtimeLoaderDeps(
             aws.s3, aws.dynamodb, settings.bucket, settings.realtime_table
         )
-        reports_deps = reports.ReportLoaderDeps(aws.s3, settings.bucket, engine)
+        reports_deps = reports.ReportLoaderDeps(
+            aws.s3, settings.bucket, engine, aws.dynamodb, settings.realtime_table
+        )
         handlers = {
             settings.filter_queue: partial(filter_stage.handle, filter_deps),
             settings.consolidator_queue: partial(consolidator.handle, consolidator_deps),

@@ -243,11 +243,12 @@ def rows(h: History, m: Measures, dim: str, cals: tuple[Calendar, ...] = ()) -> 
     cells = _aggregate(key, n, total)
     del key, n, total
     for cal in cals:
-        for k in range(3):  # the zone's days, weeks, months, from the quarter hours
+        # the zone's own days (unless UTC), weeks and months, from the quarter hours
+        for k, (level, _) in enumerate(calendar_buckets(cal.name, cal.code, 0)):
             start = {q: calendar_buckets(cal.name, cal.code, q * QUARTER_S)[k][1] // QUARTER_S
                      for q in np.unique(cells[0] >> (VALUE_BITS + KIND_BITS)).tolist()}  # fmt: skip
             yield from _emit(
-                dim, cal.code + k, 1,
+                dim, level, 1,
                 _regroup(cells, start, VALUE_BITS + KIND_BITS),
                 _regroup(bins_agg, start, VALUE_BITS + KIND_BITS + BIN_BITS), names, with_hist,
             )  # fmt: skip

@@ -92,6 +92,17 @@ rollups = Table(
     Column("cells", JSONB, nullable=False),
     Column("hists", LargeBinary, nullable=False),
     Column("pcts", JSONB, nullable=False),
+    Column("version", BigInteger, nullable=False, server_default="0"),  # +1 per write
+)
+
+
+# Quarter hours whose `all` row changed and is not yet published to the
+# real-time store: written in the loader's transaction, deleted once published.
+realtime_outbox = Table(
+    "realtime_outbox",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("bucket", DateTime(timezone=True), primary_key=True),
 )
 
 

@@ -20,6 +20,14 @@ from zoneinfo import ZoneInfo
 
 QUARTER_S = 900
 LEVEL_SECONDS = (900, 3600, 86400, 4 * 86400, 16 * 86400, 64 * 86400, 256 * 86400)
+UTC_DAY_LEVEL = 2
+# Zones at UTC all year: their local days are the UTC day level's buckets, so
+# they have no day level of their own (one level fewer to write per measurement).
+UTC_NAMES = frozenset({
+    "UTC", "Etc/UTC", "UCT", "Etc/UCT", "Universal", "Etc/Universal", "Zulu", "Etc/Zulu",
+    "GMT", "Etc/GMT", "GMT0", "Etc/GMT0", "GMT+0", "Etc/GMT+0", "GMT-0", "Etc/GMT-0",
+    "Greenwich", "Etc/Greenwich",
+})  # fmt: skip
 
 Piece = tuple[int, int]  # (level, bucket start in epoch seconds)
 CALENDAR_LEVELS = 1000  # levels from here on are report zones' days, weeks, months
@@ -42,6 +50,10 @@ class Calendar:
     def code(self) -> int:
         return CALENDAR_LEVELS + 3 * (zlib.crc32(self.name.encode()) % 10_000)
 
+    @property
+    def day_level(self) -> int:
+        return UTC_DAY_LEVEL if self.name in UTC_NAMES else self.code
+
 
 def calendars(names: tuple[str, ...]) -> tuple[Calendar, ...]:
     """The report zones, checked once at start."""
@@ -60,16 +72,17 @@ def local_midnight(day: date, zone: ZoneInfo) -> int:
 
 @lru_cache(maxsize=65_536)
 def calendar_buckets(name: str, code: int, quarter_s: int) -> tuple[Piece, ...]:
-    """The local day, week and month holding a quarter hour (all of it: a quarter
-    never straddles a local midnight)."""
+    """The zone's own buckets holding a quarter hour (all of it: a quarter never
+    straddles a local midnight): its local week and month, and its local day
+    unless the zone is UTC (the UTC day level holds those)."""
     zone = ZoneInfo(name)
     day = datetime.fromtimestamp(quarter_s, zone).date()
     week = day - timedelta(days=day.weekday())
-    return (
-        (code, local_midnight(day, zone)),
+    longer = (
         (code + 1, local_midnight(week, zone)),
         (code + 2, local_midnight(day.replace(day=1), zone)),
     )
+    return longer if name in UTC_NAMES else ((code, local_midnight(day, zone)), *longer)
 
 
 def span_s(level: int) -> int:
@@ -124,7 +137,7 @@ def decompose_local(cal: Calendar, start: date, end: date) -> list[Piece]:
         else:
             begins = local_midnight(day, zone)
             if begins != local_midnight(day + timedelta(days=1), zone):  # a skipped day is empty
-                pieces.append((cal.code, begins))
+                pieces.append((cal.day_level, begins))
             day += timedelta(days=1)
     return pieces
 

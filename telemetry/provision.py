@@ -19,12 +19,14 @@ import migrations
 from shared.aws import Aws
 from shared.db import make_engine
 from shared.layout import CONSOLIDATED, FILTERED, RAW
+from shared.realtime import OPEN_FIELDS, OPEN_INDEX, OPEN_KEY
 from shared.service import DLQ_SUFFIX
 from shared.settings import Settings
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.type_defs import (
         AttributeDefinitionTypeDef,
+        GlobalSecondaryIndexTypeDef,
         KeySchemaElementTypeDef,
     )
 
@@ -160,6 +162,50 @@ async def ensure_table(
                 raise
 
 
+OPEN_INDEX_SPEC: GlobalSecondaryIndexTypeDef = {
+    "IndexName": OPEN_INDEX,
+    "KeySchema": [
+        {"AttributeName": OPEN_KEY, "KeyType": "HASH"},
+        {"AttributeName": "ticket_id", "KeyType": "RANGE"},
+    ],
+    "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(OPEN_FIELDS)},
+}
+
+
+async def ensure_realtime_table(aws: Aws, table: str) -> None:
+    """Tickets and quarter items, and the sparse index of open tickets
+    (shared/realtime.py), which is added to a table made before it existed."""
+    await ensure_table(
+        aws,
+        table,
+        [
+            {"AttributeName": "tenant_id", "KeyType": "HASH"},
+            {"AttributeName": "ticket_id", "KeyType": "RANGE"},
+        ],
+        [
+            {"AttributeName": "tenant_id", "AttributeType": "S"},
+            {"AttributeName": "ticket_id", "AttributeType": "S"},
+        ],
+        ttl_attribute="expires_at",
+    )
+    desc = await aws.dynamodb.describe_table(TableName=table)
+    indexes = desc["Table"].get("GlobalSecondaryIndexes", [])
+    if not any(i["IndexName"] == OPEN_INDEX for i in indexes):
+        await aws.dynamodb.update_table(
+            TableName=table,
+            AttributeDefinitions=[{"AttributeName": OPEN_KEY, "AttributeType": "S"},
+                                  {"AttributeName": "ticket_id", "AttributeType": "S"}],
+            GlobalSecondaryIndexUpdates=[{"Create": OPEN_INDEX_SPEC}],
+        )  # fmt: skip
+    for _ in range(300):
+        desc = await aws.dynamodb.describe_table(TableName=table)
+        indexes = desc["Table"].get("GlobalSecondaryIndexes", [])
+        if all(i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in indexes):
+            return
+        await asyncio.sleep(1)
+    raise RuntimeError(f"index {OPEN_INDEX} of {table} did not become active")
+
+
 async def ensure_stream(aws: Aws, settings: Settings) -> None:
     try:
         await aws.kinesis.create_stream(
@@ -216,19 +262,7 @@ async def provision(aws: Aws, settings: Settings) -> None:
             [{"AttributeName": hash_key, "KeyType": "HASH"}],
             [{"AttributeName": hash_key, "AttributeType": "S"}],
         )
-    await ensure_table(
-        aws,
-        settings.realtime_table,
-        [
-            {"AttributeName": "tenant_id", "KeyType": "HASH"},
-            {"AttributeName": "ticket_id", "KeyType": "RANGE"},
-        ],
-        [
-            {"AttributeName": "tenant_id", "AttributeType": "S"},
-            {"AttributeName": "ticket_id", "AttributeType": "S"},
-        ],
-        ttl_attribute="expires_at",
-    )
+    await ensure_realtime_table(aws, settings.realtime_table)
     await ensure_stream(aws, settings)
     if settings.database_url:
         await migrate(settings.database_url)

@@ -26,6 +26,8 @@ async def run(settings: Settings) -> None:
                 s3=aws.s3,
                 bucket=settings.bucket,
                 engine=engine,
+                dynamodb=aws.dynamodb,
+                realtime_table=settings.realtime_table,
                 calendars=settings.report_calendars(),
             )
             workers = [

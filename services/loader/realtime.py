@@ -1,7 +1,10 @@
-"""Real-time loader: the current state of each ticket into DynamoDB.
+"""Real-time loader: the current state of each ticket into DynamoDB
+(layout in shared/realtime.py; the day's counters come from the report loader,
+services/loader/quarters.py).
 
 One item per ticket, written only when its version grows (a conditional put),
-so duplicates and reordering cannot bring back an older state.
+so duplicates and reordering cannot bring back an older state, nor take a
+ticket in or out of the open index out of turn.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from shared.layout import ENRICHED, decode_ndjson_lines, expect_key
 from shared.objects import get_bytes
+from shared.realtime import OPEN_KEY, OPEN_STATUSES
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -60,6 +64,8 @@ def realtime_item(rec: dict[str, Any]) -> dict[str, Any]:
     for name in ("wait_time_ms", "first_response_time_ms"):
         if m[name] is not None:
             item[name] = _attr(m[name])
+    if f["status"] in OPEN_STATUSES:  # in the sparse index of open tickets
+        item[OPEN_KEY] = {"S": rec["tenant_id"]}
     if f["closed_at"] is not None:
         item["expires_at"] = {"N": str(f["closed_at"] // 1000 + CLOSED_RETENTION_S)}
     return item

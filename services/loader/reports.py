@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from services.loader.quarters import enqueue, publish
 from services.loader.rollups import Key, apply, changes, contribution
 from shared.db import report_zones, ticket_measures, tickets
 from shared.layout import ENRICHED, decode_ndjson_lines, expect_key
@@ -25,6 +26,7 @@ from shared.timebuckets import Calendar
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+    from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_s3 import S3Client
 
 
@@ -33,6 +35,8 @@ class ReportLoaderDeps:
     s3: S3Client
     bucket: str
     engine: AsyncEngine
+    dynamodb: DynamoDBClient
+    realtime_table: str
     calendars: tuple[Calendar, ...] = ()
 
 
@@ -175,6 +179,7 @@ async def load_records(
             changed += len(keys)
         for tenant in sorted(deltas):  # last, in key order: hot rows are held briefly
             await apply(conn, tenant, deltas[tenant])
+        await enqueue(conn, deltas)
     return changed
 
 
@@ -198,3 +203,4 @@ async def handle(deps: ReportLoaderDeps, key: str) -> None:
     data = await get_bytes(deps.s3, deps.bucket, key)
     records = [orjson.loads(line) for line in decode_ndjson_lines(data)]
     await load_records(deps.engine, records, deps.calendars)
+    await publish(deps.engine, deps.dynamodb, deps.realtime_table)

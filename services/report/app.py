@@ -13,7 +13,7 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.report import queries
-from services.report.realtime import realtime_view, tenant_items, today_bounds
+from services.report.realtime import realtime_view, today_bounds
 from services.report.stats import day_range, intervals, parse_date, to_csv, zone
 from services.report.zones import ReportZones
 from shared.auth import KeyStore
@@ -162,8 +162,7 @@ async def realtime(
     request: Request, tenant: Tenant, aws: AwsDep, settings: SettingsDep, tz: TzParam = "UTC"
 ) -> Response:
     start, end = today_bounds(datetime.now(UTC), zone(tz))
-    items = await tenant_items(aws.dynamodb, settings.realtime_table, tenant)
-    body = realtime_view(items, start, end)
+    body = await realtime_view(aws.dynamodb, settings.realtime_table, tenant, start, end)
     return answer(request, body, [body])
 
 

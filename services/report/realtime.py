@@ -1,4 +1,6 @@
-"""`/realtime`: the tenant's current day, computed from the DynamoDB view only."""
+"""`/realtime`: the tenant's current day, from the DynamoDB view only (layout in
+shared/realtime.py). It reads the open tickets and the day's quarter items:
+its cost follows the tickets open now, not the tickets of the day."""
 
 from __future__ import annotations
 
@@ -8,8 +10,19 @@ from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from services.report.stats import stats
+import orjson
+
+from services.report.stats import PERCENTILES
 from shared.events import format_ms, to_ms
+from shared.histogram import Histogram, percentiles
+from shared.realtime import (
+    OPEN_INDEX,
+    OPEN_KEY,
+    QUARTER_S,
+    quarter_key,
+    quarters_partition,
+)
+from shared.rollups import add_cells, decode_hists
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -20,16 +33,14 @@ def _value(attr: Mapping[str, Any]) -> Any:
         return int(attr["N"])
     if "BOOL" in attr:
         return bool(attr["BOOL"])
+    if "B" in attr:
+        return bytes(attr["B"])
     return attr.get("S")
 
 
-async def tenant_items(dynamodb: DynamoDBClient, table: str, tenant: str) -> list[dict[str, Any]]:
+async def _query(dynamodb: DynamoDBClient, **kwargs: Any) -> list[dict[str, Any]]:
+    """Every page of a query, as plain values."""
     items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "KeyConditionExpression": "tenant_id = :t",
-        "ExpressionAttributeValues": {":t": {"S": tenant}},
-    }
     while True:
         resp = await dynamodb.query(**kwargs)
         items.extend({k: _value(v) for k, v in item.items()} for item in resp.get("Items", []))
@@ -45,25 +56,73 @@ def today_bounds(now: datetime, tz: ZoneInfo) -> tuple[int, int]:
     return to_ms(start), to_ms(end)
 
 
-def realtime_view(items: list[dict[str, Any]], start: int, end: int) -> dict[str, Any]:
-    def today(t: int | None) -> bool:
-        return t is not None and start <= t < end
-
-    waiting = [i for i in items if i.get("status") == "waiting"]
-    assigned = [i for i in items if i.get("status") == "assigned"]
-    closed_today = [i for i in items if i.get("status") == "closed" and today(i.get("closed_at"))]
-    by_group = Counter(str(i.get("group_id")) for i in waiting)
-    by_agent = Counter(str(i.get("agent_id")) for i in assigned)
-    since = [i["queue_since"] for i in waiting if i.get("queue_since") is not None]
+def _stats(cell: list[int] | None, hist: Histogram) -> dict[str, Any]:
+    if not cell or cell[0] <= 0:
+        return {"count": 0, "avg_ms": None, **dict.fromkeys(k for k, _ in PERCENTILES)}
+    values = percentiles(hist, [p for _, p in PERCENTILES])
     return {
-        "tickets_created": sum(1 for i in items if today(i.get("created_at"))),
-        "tickets_closed": len(closed_today),
-        "tickets_abandoned": sum(1 for i in closed_today if i.get("abandoned")),
-        "waiting_now": {"total": len(waiting), "by_group": dict(sorted(by_group.items()))},
-        "assigned_now": {"total": len(assigned), "by_agent": dict(sorted(by_agent.items()))},
-        "oldest_waiting_since": format_ms(min(since)) if since else None,
-        "wait_time": stats([i["wait_time_ms"] for i in items if today(i.get("first_assigned_at"))]),
-        "first_response_time": stats(
-            [i["first_response_time_ms"] for i in items if today(i.get("first_response_at"))]
-        ),
+        "count": cell[0],
+        "avg_ms": cell[1] / cell[0],
+        **{k: v for (k, _), v in zip(PERCENTILES, values, strict=True)},
     }
+
+
+def view(open_now: list[dict[str, Any]], quarters: list[dict[str, Any]]) -> dict[str, Any]:
+    """The response, from the open tickets and the day's quarter items."""
+    cells: dict[str, list[int]] = {}
+    hists: dict[str, Histogram] = {}
+    for quarter in quarters:
+        add_cells(cells, orjson.loads(quarter["cells"]))
+        for kind, hist in decode_hists(quarter["hists"]).items():
+            mine = hists.setdefault(kind, {})
+            for b, (n, total) in hist.items():
+                cell = mine.setdefault(b, [0, 0])
+                cell[0] += n
+                cell[1] += total
+    waiting = [t for t in open_now if t.get("status") == "waiting"]
+    assigned = [t for t in open_now if t.get("status") == "assigned"]
+    since = [t["queue_since"] for t in waiting if t.get("queue_since") is not None]
+
+    def count(kind: str) -> int:
+        return cells[kind][0] if kind in cells else 0
+
+    return {
+        "tickets_created": count("created"),
+        "tickets_closed": count("closed"),
+        "tickets_abandoned": count("abandoned"),
+        "waiting_now": {
+            "total": len(waiting),
+            "by_group": dict(sorted(Counter(str(t.get("group_id")) for t in waiting).items())),
+        },
+        "assigned_now": {
+            "total": len(assigned),
+            "by_agent": dict(sorted(Counter(str(t.get("agent_id")) for t in assigned).items())),
+        },
+        "oldest_waiting_since": format_ms(min(since)) if since else None,
+        "wait_time": _stats(cells.get("assigned"), hists.get("assigned", {})),
+        "first_response_time": _stats(cells.get("first_response"), hists.get("first_response", {})),
+    }
+
+
+async def realtime_view(
+    dynamodb: DynamoDBClient, table: str, tenant: str, start_ms: int, end_ms: int
+) -> dict[str, Any]:
+    """The tenant's day [start_ms, end_ms), whose edges are quarter hours (every
+    zone offset in use is a multiple of 15 minutes)."""
+    open_now = await _query(
+        dynamodb,
+        TableName=table,
+        IndexName=OPEN_INDEX,
+        KeyConditionExpression=f"{OPEN_KEY} = :t",
+        ExpressionAttributeValues={":t": {"S": tenant}},
+    )
+    first, last = quarter_key(start_ms // 1000), quarter_key(end_ms // 1000 - QUARTER_S)
+    quarters = await _query(
+        dynamodb,
+        TableName=table,
+        KeyConditionExpression="tenant_id = :p AND ticket_id BETWEEN :lo AND :hi",
+        ExpressionAttributeValues={
+            ":p": {"S": quarters_partition(tenant)}, ":lo": {"S": first}, ":hi": {"S": last}
+        },
+    )  # fmt: skip
+    return view(open_now, quarters)

@@ -139,3 +139,16 @@ async def test_summary_timeseries_groups_and_tickets_reconcile(
     assert csv.headers["content-type"].startswith("text/csv")
     rows = csv.text.strip().splitlines()
     assert rows[0].startswith("start,tickets_created,") and len(rows) == 1 + 3
+
+    # /realtime's day is the summary of the same day: both read the same rollup
+    # rows (the real-time store holds their 15-minute snapshots).
+    today = {"from": now.date().isoformat(), "to": now.date().isoformat()}
+    day_fields = ("tickets_created", "tickets_closed", "tickets_abandoned", "wait_time",
+                  "first_response_time")  # fmt: skip
+    day = await get("summary", **today)
+    realtime = await eventually(
+        lambda: http.get(f"{services['report']}/v1/tenants/{tenant}/realtime", headers=headers),
+        lambda r: r.json()["tickets_created"] == day["tickets_created"],
+    )
+    assert day["tickets_created"] > 0
+    assert {k: realtime.json()[k] for k in day_fields} == {k: day[k] for k in day_fields}

@@ -257,7 +257,7 @@ def test_local_days_weeks_and_months_tile_a_range_of_days(start: date, days: int
             assert day.weekday() == 0
             day += timedelta(days=7)
         else:
-            assert level == cal.code
+            assert level == cal.day_level
             day += timedelta(days=1)
     assert day == end
     assert len(pieces) <= days // 28 + 26  # days, weeks, days; months; weeks, days
@@ -271,3 +271,16 @@ def test_an_instant_is_in_its_local_day_week_and_month() -> None:
     assert local[cal.code] == local_midnight(date(2026, 3, 2), zone)
     assert local[cal.code + 1] == local_midnight(date(2026, 3, 2), zone)
     assert local[cal.code + 2] == local_midnight(date(2026, 3, 1), zone)
+
+
+def test_a_utc_report_zone_reads_and_writes_its_days_as_the_utc_day_level() -> None:
+    """One level fewer per measurement: its local days are the UTC days."""
+    [utc, sao_paulo] = calendars(("UTC", "America/Sao_Paulo"))
+    t = datetime(2026, 3, 4, 18, 20, tzinfo=UTC)
+    levels = [level for level, _ in buckets_of(epoch_s(t) * 1000, (utc, sao_paulo))]
+    assert len(levels) == len(set(levels)) == 7 + 2 + 3
+    assert utc.code not in levels and sao_paulo.code in levels
+    days = decompose_local(utc, date(2026, 3, 4), date(2026, 3, 6))  # a Wednesday, a Thursday
+    assert days == [(2, local_midnight(date(2026, 3, 4), utc.zone)),
+                    (2, local_midnight(date(2026, 3, 5), utc.zone))]  # fmt: skip
+    assert dict(buckets_of(epoch_s(t) * 1000))[2] == days[0][1]

@@ -1,0 +1,186 @@
+"""The real-time store against the moto server and PostgreSQL: whatever the order,
+the duplicates and the concurrency of the loaders, `/realtime`'s day equals
+the exact view of every ticket's newest version, and reads no closed ticket."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from services.enricher.handler import ticket_record
+from services.enricher.metrics import TicketResult, evaluate, event_ms
+from services.loader.quarters import publish, quarter_item
+from services.loader.realtime import put_if_newer, realtime_item
+from services.loader.reports import load_records
+from services.report.realtime import realtime_view
+from services.report.stats import stats
+from shared.aws import Aws, open_aws
+from shared.db import async_url, make_engine
+from shared.events import format_ms, to_ms
+from shared.settings import Settings
+from telemetry.provision import ensure_realtime_table, migrate
+from telemetry.simulate import ticket_life
+
+ZONES = ("UTC", "Asia/Kathmandu", "America/Sao_Paulo")  # +5:45, -3:00
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A database of its own: `publish` sends every pending quarter of the
+    database, and the services' stack shares the session's."""
+    url = make_url(async_url(database_url))
+    name = f"rt_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f"CREATE DATABASE {name}"))
+    own = url.set(database=name).render_as_string(hide_password=False)
+    await migrate(own)
+    engine = make_engine(own)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+        async with admin.connect() as conn:
+            await conn.execute(text(f"DROP DATABASE {name}"))
+        await admin.dispose()
+
+
+@pytest.fixture
+async def aws(moto_url: str) -> AsyncIterator[Aws]:
+    settings = Settings(
+        AWS_ENDPOINT_URL=moto_url, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test"
+    )
+    async with open_aws(settings) as aws:
+        yield aws
+
+
+def versions(tenant: str, n: int, rng: random.Random, end: datetime) -> list[dict[str, Any]]:
+    """The enriched records of one ticket, one per prefix of its events in time order."""
+    events = sorted(ticket_life(rng, tenant, n, end), key=event_ms)
+    return [
+        ticket_record(tenant, events[0]["ticket_id"], i, evaluate(events[:i]))
+        for i in range(1, len(events) + 1)
+    ]
+
+
+def exact_view(results: list[TicketResult], start: int, end: int) -> dict[str, Any]:
+    def today(t: int | None) -> bool:
+        return t is not None and start <= t < end
+
+    closed = [r for r in results if r.status == "closed" and today(r.closed_at)]
+    waiting = [r for r in results if r.status == "waiting"]
+    assigned = [r for r in results if r.status == "assigned"]
+    return {
+        "tickets_created": sum(today(r.created_at) for r in results),
+        "tickets_closed": len(closed),
+        "tickets_abandoned": sum(r.abandoned for r in closed),
+        "waiting_now": {"total": len(waiting), "by_group": dict(sorted(
+            Counter(str(r.metrics()["group_id"]) for r in waiting).items()))},
+        "assigned_now": {"total": len(assigned), "by_agent": dict(sorted(
+            Counter(str(r.metrics()["agent_id"]) for r in assigned).items()))},
+        "oldest_waiting_since": None,  # compared separately
+        "wait_time": stats([r.metrics()["wait_time_ms"] for r in results
+                            if r.created_at is not None and today(r.first_assigned_at)]),
+        "first_response_time": stats([r.metrics()["first_response_time_ms"] for r in results
+                                      if r.created_at is not None and today(r.first_response_at)]),
+    }  # fmt: skip
+
+
+def assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
+    """Equal, except percentiles: within 2% (histogram bins), never another rank."""
+    for name in ("wait_time", "first_response_time"):
+        g, w = got.pop(name), want.pop(name)
+        assert (g["count"], g["avg_ms"]) == (w["count"], w["avg_ms"]), name
+        for p in ("p50_ms", "p90_ms", "p95_ms"):
+            assert (g[p] is None) == (w[p] is None)
+            if w[p] is not None:
+                assert abs(g[p] - w[p]) <= 0.02 * w[p] + 1, (name, p, g[p], w[p])
+    got.pop("oldest_waiting_since"), want.pop("oldest_waiting_since")
+    assert got == want
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+async def test_the_day_equals_the_newest_versions_whatever_the_delivery(
+    engine: AsyncEngine, aws: Aws, seed: int
+) -> None:
+    rng = random.Random(seed)
+    tenant, table = f"rt-{uuid.uuid4().hex[:6]}", f"realtime-{uuid.uuid4().hex[:8]}"
+    await ensure_realtime_table(aws, table)
+    now = datetime.now(UTC)
+    lives = [versions(tenant, n, rng, now - timedelta(minutes=rng.randrange(600)))
+             for n in range(60)]  # fmt: skip
+    records = [r for life in lives for r in life]
+    sent = records + rng.sample(records, len(records) // 3)  # duplicates
+    rng.shuffle(sent)
+    batches: list[list[dict[str, Any]]] = []  # as enriched objects: a ticket once per batch
+    for rec in sent:
+        free = [
+            b for b in batches if len(b) < 40 and all(r["ticket_id"] != rec["ticket_id"] for r in b)
+        ]
+        if free and rng.random() < 0.9:
+            rng.choice(free).append(rec)
+        else:
+            batches.append([rec])
+    slots = asyncio.Semaphore(4)  # four loaders at once
+
+    async def loader(batch: list[dict[str, Any]]) -> None:
+        async with slots:
+            await load_records(engine, batch)
+            await publish(engine, aws.dynamodb, table)
+            for rec in batch:
+                await put_if_newer(aws.dynamodb, table, realtime_item(rec))
+
+    await asyncio.gather(*(loader(b) for b in batches))
+    newest = [life[-1] for life in lives]
+    results = [evaluate(r["events"]) for r in newest]
+    for name in ZONES:
+        zone = ZoneInfo(name)
+        day = now.astimezone(zone).date()
+        start = to_ms(datetime.combine(day, time(), zone))
+        end = to_ms(datetime.combine(day + timedelta(days=1), time(), zone))
+        got = await realtime_view(aws.dynamodb, table, tenant, start, end)
+        assert got["tickets_created"] > 0 and got["wait_time"]["count"] > 0, name
+        waiting = [r for r in newest if r["facts"]["status"] == "waiting"]
+        since = [r["facts"]["queue_since"] for r in waiting if r["facts"]["queue_since"]]
+        assert got["oldest_waiting_since"] == (format_ms(min(since)) if since else None)
+        assert_same(got, exact_view(results, start, end))
+    other = await realtime_view(aws.dynamodb, table, "rt-other", start, end)
+    assert other["tickets_created"] == 0 and other["assigned_now"]["total"] == 0
+
+
+async def test_a_quarter_is_published_again_after_a_crash_and_never_goes_back(
+    engine: AsyncEngine, aws: Aws
+) -> None:
+    """A loader that committed but died before publishing leaves its quarters in
+    the outbox: the next publish sends them. An older snapshot never replaces
+    a newer one."""
+    rng = random.Random(3)
+    tenant, table = f"rt-{uuid.uuid4().hex[:6]}", f"realtime-{uuid.uuid4().hex[:8]}"
+    await ensure_realtime_table(aws, table)
+    now = datetime.now(UTC)
+    life = versions(tenant, 0, rng, now)
+    await load_records(engine, [life[0]])  # committed; the loader dies here
+    await load_records(engine, [life[-1]])
+    assert await publish(engine, aws.dynamodb, table) >= 1
+    assert await publish(engine, aws.dynamodb, table) == 0  # nothing left
+    start = to_ms(datetime.combine(now.date(), time(), UTC)) - 86_400_000
+    got = await realtime_view(aws.dynamodb, table, tenant, start, start + 3 * 86_400_000)
+    assert got["tickets_created"] == 1
+    assert got["wait_time"]["count"] == (evaluate(life[-1]["events"]).first_assigned_at is not None)
+    created = evaluate(life[-1]["events"]).created_at
+    assert created is not None
+    quarter = created // 1000 - created // 1000 % 900
+    stale = quarter_item(tenant, quarter, {"created": [5, 0]}, b"", version=0)
+    assert not await put_if_newer(aws.dynamodb, table, stale)  # a slower loader's snapshot
+    again = await realtime_view(aws.dynamodb, table, tenant, start, start + 3 * 86_400_000)
+    assert again == got
