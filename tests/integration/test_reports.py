@@ -6,6 +6,7 @@ import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
@@ -141,14 +142,18 @@ async def test_summary_timeseries_groups_and_tickets_reconcile(
     assert rows[0].startswith("start,tickets_created,") and len(rows) == 1 + 3
 
     # /realtime's day is the summary of the same day: both read the same rollup
-    # rows (the real-time store holds their 15-minute snapshots).
-    today = {"from": now.date().isoformat(), "to": now.date().isoformat()}
+    # rows (the real-time store holds their 15-minute snapshots). The zone whose
+    # day began longest ago holds the tickets of the last 12 hours at least.
+    tz = max(("UTC", "Asia/Tokyo", "America/Sao_Paulo", "Asia/Kathmandu"),
+             key=lambda z: now.astimezone(ZoneInfo(z)).time())  # fmt: skip
+    local = now.astimezone(ZoneInfo(tz)).date().isoformat()
+    day = await get("summary", **{"from": local, "to": local, "tz": tz})
+    realtime = await eventually(
+        lambda: http.get(f"{services['report']}/v1/tenants/{tenant}/realtime",
+                         params={"tz": tz}, headers=headers),
+        lambda r: r.json()["tickets_created"] == day["tickets_created"],
+    )  # fmt: skip
+    assert day["tickets_created"] > 0
     day_fields = ("tickets_created", "tickets_closed", "tickets_abandoned", "wait_time",
                   "first_response_time")  # fmt: skip
-    day = await get("summary", **today)
-    realtime = await eventually(
-        lambda: http.get(f"{services['report']}/v1/tenants/{tenant}/realtime", headers=headers),
-        lambda r: r.json()["tickets_created"] == day["tickets_created"],
-    )
-    assert day["tickets_created"] > 0
     assert {k: realtime.json()[k] for k in day_fields} == {k: day[k] for k in day_fields}
