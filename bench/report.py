@@ -347,11 +347,11 @@ less than the asked rate (its events per ticket are an estimate), hence "achieve
 
 {cpu_section(result)}
 `report` serves the benchmark's probes; `moto` and `postgres` are the emulated AWS and the
-database (moto's share includes answering the probes' reads: a DynamoDB query of the whole
-tenant for `/realtime` every second); `bench` is the sender, the traffic model, the probes and
-the exact metrics of what was sent. "Anything else" is the rest of the machine's CPU time
-over the same window (other users of the machine): when it is not near 0, the figures are
-pessimistic.
+database (moto's share includes answering the probes' reads: two DynamoDB queries, the open
+tickets and the day's quarters, for `/realtime` every second); `bench` is the sender, the
+traffic model, the probes and the exact metrics of what was sent. "Anything else" is the rest
+of the machine's CPU time over the same window (other users of the machine): when it is not
+near 0, the figures are pessimistic.
 
 ## AWS requests per 1,000 events
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -92,17 +93,23 @@ rollups = Table(
     Column("cells", JSONB, nullable=False),
     Column("hists", LargeBinary, nullable=False),
     Column("pcts", JSONB, nullable=False),
-    Column("version", BigInteger, nullable=False, server_default="0"),  # +1 per write
+    # From rollups_version_seq at every write: a newer snapshot has a higher one.
+    Column("version", BigInteger, nullable=False, server_default="0"),
 )
 
 
 # Quarter hours whose `all` row changed and is not yet published to the
 # real-time store: written in the loader's transaction, deleted once published.
+_NEXT_OUTBOX_SEQ = text("nextval('realtime_outbox_seq')")
 realtime_outbox = Table(
     "realtime_outbox",
     metadata,
     Column("tenant_id", Text, primary_key=True),
     Column("bucket", DateTime(timezone=True), primary_key=True),
+    # A new one at every enqueue: a publisher deletes only the row it read.
+    Column(
+        "seq", BigInteger, nullable=False, server_default=text("nextval('realtime_outbox_seq')")
+    ),
 )
 
 

@@ -6,6 +6,7 @@ Safe to rerun at every start, which the in-memory emulator needs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,13 +136,16 @@ async def ensure_table(
     keys: list[KeySchemaElementTypeDef],
     attributes: list[AttributeDefinitionTypeDef],
     ttl_attribute: str | None = None,
+    indexes: list[GlobalSecondaryIndexTypeDef] | None = None,
 ) -> None:
+    extra: dict[str, Any] = {"GlobalSecondaryIndexes": indexes} if indexes else {}
     try:
         await aws.dynamodb.create_table(
             TableName=name,
             KeySchema=keys,
             AttributeDefinitions=attributes,
             BillingMode="PAY_PER_REQUEST",
+            **extra,
         )
     except ClientError as exc:
         if _code(exc) != "ResourceInUseException":
@@ -162,6 +166,7 @@ async def ensure_table(
                 raise
 
 
+INDEX_WAIT_S = 600
 OPEN_INDEX_SPEC: GlobalSecondaryIndexTypeDef = {
     "IndexName": OPEN_INDEX,
     "KeySchema": [
@@ -174,7 +179,13 @@ OPEN_INDEX_SPEC: GlobalSecondaryIndexTypeDef = {
 
 async def ensure_realtime_table(aws: Aws, table: str) -> None:
     """Tickets and quarter items, and the sparse index of open tickets
-    (shared/realtime.py), which is added to a table made before it existed."""
+    (shared/realtime.py). A table made before the index gets it, and its open
+    tickets are put in it."""
+    key_attributes: list[AttributeDefinitionTypeDef] = [
+        {"AttributeName": "tenant_id", "AttributeType": "S"},
+        {"AttributeName": "ticket_id", "AttributeType": "S"},
+        {"AttributeName": OPEN_KEY, "AttributeType": "S"},
+    ]
     await ensure_table(
         aws,
         table,
@@ -182,28 +193,56 @@ async def ensure_realtime_table(aws: Aws, table: str) -> None:
             {"AttributeName": "tenant_id", "KeyType": "HASH"},
             {"AttributeName": "ticket_id", "KeyType": "RANGE"},
         ],
-        [
-            {"AttributeName": "tenant_id", "AttributeType": "S"},
-            {"AttributeName": "ticket_id", "AttributeType": "S"},
-        ],
+        key_attributes,
         ttl_attribute="expires_at",
+        indexes=[OPEN_INDEX_SPEC],
     )
     desc = await aws.dynamodb.describe_table(TableName=table)
-    indexes = desc["Table"].get("GlobalSecondaryIndexes", [])
-    if not any(i["IndexName"] == OPEN_INDEX for i in indexes):
-        await aws.dynamodb.update_table(
-            TableName=table,
-            AttributeDefinitions=[{"AttributeName": OPEN_KEY, "AttributeType": "S"},
-                                  {"AttributeName": "ticket_id", "AttributeType": "S"}],
-            GlobalSecondaryIndexUpdates=[{"Create": OPEN_INDEX_SPEC}],
-        )  # fmt: skip
-    for _ in range(300):
+    if any(i["IndexName"] == OPEN_INDEX for i in desc["Table"].get("GlobalSecondaryIndexes", [])):
+        return
+    await aws.dynamodb.update_table(
+        TableName=table,
+        AttributeDefinitions=key_attributes[1:],
+        GlobalSecondaryIndexUpdates=[{"Create": OPEN_INDEX_SPEC}],
+    )
+    for _ in range(INDEX_WAIT_S):
         desc = await aws.dynamodb.describe_table(TableName=table)
         indexes = desc["Table"].get("GlobalSecondaryIndexes", [])
         if all(i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in indexes):
-            return
+            break
         await asyncio.sleep(1)
-    raise RuntimeError(f"index {OPEN_INDEX} of {table} did not become active")
+    else:
+        raise RuntimeError(
+            f"index {OPEN_INDEX} of {table} is still being built: provision again when it is"
+            " ACTIVE (its open tickets are indexed then), before starting the report service"
+        )
+    await index_open_tickets(aws, table)
+
+
+async def index_open_tickets(aws: Aws, table: str) -> None:
+    """Put the open tickets of items written before the index in it; the version
+    condition leaves alone a ticket the loader has changed meanwhile."""
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "FilterExpression": "#s IN (:waiting, :assigned) AND attribute_not_exists(#o)",
+        "ExpressionAttributeNames": {"#s": "status", "#o": OPEN_KEY},
+        "ExpressionAttributeValues": {":waiting": {"S": "waiting"}, ":assigned": {"S": "assigned"}},
+    }
+    while True:
+        page = await aws.dynamodb.scan(**kwargs)
+        for item in page.get("Items", []):
+            with contextlib.suppress(aws.dynamodb.exceptions.ConditionalCheckFailedException):
+                await aws.dynamodb.update_item(
+                    TableName=table,
+                    Key={"tenant_id": item["tenant_id"], "ticket_id": item["ticket_id"]},
+                    UpdateExpression="SET #o = :tenant",
+                    ConditionExpression="version = :v",
+                    ExpressionAttributeNames={"#o": OPEN_KEY},
+                    ExpressionAttributeValues={":tenant": item["tenant_id"], ":v": item["version"]},
+                )
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 async def ensure_stream(aws: Aws, settings: Settings) -> None:

@@ -1,33 +1,38 @@
 """Today's counters in the real-time store: the report loader publishes the
 15-minute `all` rollup rows it changed as quarter items (shared/realtime.py).
 
-The rows are exact and exactly-once already (services/loader/rollups.py), so
-publishing is only copying: each row's version increases with every write,
-and a snapshot replaces only an older one, so snapshots may arrive in any
-order, twice, or from several loaders. Which quarters to publish is written
-in the loader's own transaction (an outbox), and deleted only after the put:
-a crash between the two leaves them for the next batch, never lost.
+The rows are exact and counted once already (services/loader/rollups.py), so
+publishing is only copying. Each write of a row takes a new `version` from a
+sequence, and a snapshot replaces only an older one: snapshots may arrive in
+any order, twice, or from several publishers.
+
+Which quarters to publish is an outbox written in the loader's transaction;
+each enqueue gives the row a new `seq`. A publisher reads the rows and their
+snapshots in one statement (one MVCC snapshot), puts them, then deletes only
+the rows whose `seq` is still the one it read. A change committed after that
+read has a new `seq`, so its row stays for the next publish; a publisher that
+dies leaves its rows too. No lock is held while DynamoDB answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from sqlalchemy import text
+from sqlalchemy import func, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from services.loader.realtime import put_if_newer
 from shared.db import realtime_outbox
 from shared.realtime import (
-    COUNTED,
     QUARTER_RETENTION_S,
     RECENT_S,
+    SHOWN,
     TIMED,
+    put_if_newer,
     quarter_key,
     quarters_partition,
 )
@@ -35,30 +40,28 @@ from shared.rollups import ENTRY, HIST_CODE, Rollup
 from shared.timebuckets import epoch_s, instant
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Row
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
     from types_aiobotocore_dynamodb import DynamoDBClient
 
     from services.loader.rollups import Key
 
-CLAIM = 500  # quarters per round
+BATCH = 500  # quarters per round
 PUT_CONCURRENCY = 8
 _CODES = [HIST_CODE[kind] for kind in TIMED]
-_SHOWN = frozenset((*COUNTED, *TIMED))
 
-CLAIM_SQL = text("""
-WITH claimed AS (
-    SELECT tenant_id, bucket FROM realtime_outbox
-    ORDER BY tenant_id, bucket LIMIT :limit FOR UPDATE SKIP LOCKED
-)
-SELECT c.tenant_id, c.bucket, r.cells, r.hists, r.version
-FROM claimed AS c
-LEFT JOIN rollups AS r ON r.tenant_id = c.tenant_id AND r.dim = 'all' AND r.level = 0
-                      AND r.bucket = c.bucket AND r.dim_value = ''
+PENDING_SQL = text("""
+SELECT o.tenant_id, o.bucket, o.seq, r.cells, r.hists, r.version
+FROM (SELECT tenant_id, bucket, seq FROM realtime_outbox
+      ORDER BY tenant_id, bucket LIMIT :limit) AS o
+LEFT JOIN rollups AS r ON r.tenant_id = o.tenant_id AND r.dim = 'all' AND r.level = 0
+                      AND r.bucket = o.bucket AND r.dim_value = ''
 """)
 DONE_SQL = text("""
 DELETE FROM realtime_outbox AS o
-USING unnest(CAST(:tenants AS text[]), CAST(:buckets AS timestamptz[])) AS d(tenant_id, bucket)
-WHERE o.tenant_id = d.tenant_id AND o.bucket = d.bucket
+USING unnest(CAST(:tenants AS text[]), CAST(:buckets AS timestamptz[]),
+             CAST(:seqs AS bigint[])) AS d(tenant_id, bucket, seq)
+WHERE o.tenant_id = d.tenant_id AND o.bucket = d.bucket AND o.seq = d.seq
 """)
 
 
@@ -75,17 +78,17 @@ async def enqueue(
         if dim == "all"
         and level == 0
         and bucket >= since
-        and any(kind in _SHOWN for kind in rollup.pruned().cells)
-    )  # sorted: concurrent loaders take the index locks in one order
+        and any(kind in SHOWN for kind in rollup.pruned().cells)
+    )
     if rows:
-        values = [{"tenant_id": t, "bucket": instant(b)} for t, b in rows]
-        # DO UPDATE, not DO NOTHING: it waits while a publisher holds the row, so a
-        # publisher that read the row before this change cannot delete it after.
-        stmt = pg_insert(realtime_outbox).values(values)
+        stmt = pg_insert(realtime_outbox).values(
+            [{"tenant_id": t, "bucket": instant(b)} for t, b in rows]
+        )
+        seq = func.nextval("realtime_outbox_seq")
         await conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=[realtime_outbox.c.tenant_id, realtime_outbox.c.bucket],
-                set_={"bucket": stmt.excluded.bucket},
+                set_={"seq": seq},
             )
         )
 
@@ -95,41 +98,47 @@ def quarter_item(
 ) -> dict[str, Any]:
     """The view's part of a row: its counts, and the histograms of its timed kinds."""
     entries = np.frombuffer(hists, dtype=ENTRY)
-    kept = {k: v for k, v in cells.items() if k in _SHOWN}
     return {
         "tenant_id": {"S": quarters_partition(tenant)},
         "ticket_id": {"S": quarter_key(bucket_s)},
         "version": {"N": str(version)},
-        "cells": {"S": orjson.dumps(kept).decode()},
+        "cells": {"S": orjson.dumps({k: v for k, v in cells.items() if k in SHOWN}).decode()},
         "hists": {"B": entries[np.isin(entries["kind"], _CODES)].tobytes()},
         "expires_at": {"N": str(bucket_s + QUARTER_RETENTION_S)},
     }
 
 
-async def publish(engine: AsyncEngine, dynamodb: DynamoDBClient, table: str) -> int:
-    """Every pending quarter (of any tenant) this loader can claim; returns how many."""
-    published = 0
+async def _put_all(dynamodb: DynamoDBClient, table: str, pending: Sequence[Row[Any]]) -> None:
     slots = asyncio.Semaphore(PUT_CONCURRENCY)
 
     async def put(item: dict[str, Any]) -> None:
         async with slots:
             await put_if_newer(dynamodb, table, item)
 
+    async with asyncio.TaskGroup() as group:
+        for row in pending:
+            if row.version is not None:  # a row always exists; the join is defensive
+                item = quarter_item(
+                    row.tenant_id, epoch_s(row.bucket), row.cells, row.hists, row.version
+                )
+                group.create_task(put(item))
+
+
+async def publish(engine: AsyncEngine, dynamodb: DynamoDBClient, table: str) -> int:
+    """Every pending quarter (of any tenant); returns how many were put."""
+    published = 0
     while True:
+        async with engine.connect() as conn:
+            pending = (await conn.execute(PENDING_SQL, {"limit": BATCH})).all()
+        if not pending:
+            return published
+        await _put_all(dynamodb, table, pending)
         async with engine.begin() as conn:
-            claimed = (await conn.execute(CLAIM_SQL, {"limit": CLAIM})).all()
-            if not claimed:
-                return published
-            items = [
-                quarter_item(tenant, epoch_s(bucket), cells, hists, version)
-                for tenant, bucket, cells, hists, version in claimed
-                if version is not None
-            ]
-            await asyncio.gather(*(put(item) for item in items))
             await conn.execute(
                 DONE_SQL,
-                {"tenants": [r.tenant_id for r in claimed], "buckets": [r.bucket for r in claimed]},
-            )
-        published += len(items)
-        if len(claimed) < CLAIM:
+                {"tenants": [r.tenant_id for r in pending],
+                 "buckets": [r.bucket for r in pending], "seqs": [r.seq for r in pending]},
+            )  # fmt: skip
+        published += len(pending)
+        if len(pending) < BATCH:
             return published

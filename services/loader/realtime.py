@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from botocore.exceptions import ClientError
 
 from shared.layout import ENRICHED, decode_ndjson_lines, expect_key
 from shared.objects import get_bytes
-from shared.realtime import OPEN_KEY, OPEN_STATUSES
+from shared.realtime import OPEN_KEY, OPEN_STATUSES, put_if_newer
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -69,21 +68,6 @@ def realtime_item(rec: dict[str, Any]) -> dict[str, Any]:
     if f["closed_at"] is not None:
         item["expires_at"] = {"N": str(f["closed_at"] // 1000 + CLOSED_RETENTION_S)}
     return item
-
-
-async def put_if_newer(dynamodb: DynamoDBClient, table: str, item: dict[str, Any]) -> bool:
-    try:
-        await dynamodb.put_item(
-            TableName=table,
-            Item=item,
-            ConditionExpression="attribute_not_exists(ticket_id) OR version < :v",
-            ExpressionAttributeValues={":v": item["version"]},
-        )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
 
 
 async def handle(deps: RealtimeLoaderDeps, key: str) -> None:

@@ -145,7 +145,7 @@ RETURNING r.dim, r.level, r.bucket, r.dim_value, r.cells, r.hists
 WRITE_SQL = text("""
 UPDATE rollups AS r
 SET cells = CAST(u.cells AS jsonb), hists = u.hists, pcts = CAST(u.pcts AS jsonb),
-    version = r.version + 1
+    version = nextval('rollups_version_seq')
 FROM unnest(CAST(:dims AS text[]), CAST(:levels AS smallint[]),
             CAST(:buckets AS timestamptz[]), CAST(:values AS text[]), CAST(:cells AS text[]),
             CAST(:hists AS bytea[]), CAST(:pcts AS text[]))

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.report.stats import PERCENTILES, ratio
+from services.report.stats import merged_stats, ratio
 from shared.histogram import EDGES, last_bin_at_most, rank
 from shared.http import ApiError
 from shared.rollups import (
@@ -255,15 +255,7 @@ def _count(cells: Cells, kind: str) -> int:
 
 
 def _stats(point: Point, kind: str, pcts: Pcts) -> dict[str, Any]:
-    cell = point.cells.get(kind)
-    if cell is None or cell[0] <= 0:
-        return {"count": 0, "avg_ms": None, **dict.fromkeys(k for k, _ in PERCENTILES)}
-    values = pcts.get(kind, [None] * len(PERCENTS))
-    return {
-        "count": cell[0],
-        "avg_ms": cell[1] / cell[0],
-        **{k: values[PERCENTS.index(p)] for k, p in PERCENTILES},
-    }
+    return merged_stats(point.cells.get(kind), pcts.get(kind, [None] * len(PERCENTS)))
 
 
 def _summary(point: Point, pcts: Pcts, sla_seconds: int) -> dict[str, Any]:

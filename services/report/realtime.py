@@ -12,17 +12,12 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from services.report.stats import PERCENTILES
+from services.report.stats import merged_stats
 from shared.events import format_ms, to_ms
-from shared.histogram import Histogram, percentiles
-from shared.realtime import (
-    OPEN_INDEX,
-    OPEN_KEY,
-    QUARTER_S,
-    quarter_key,
-    quarters_partition,
-)
-from shared.rollups import add_cells, decode_hists
+from shared.histogram import percentiles
+from shared.realtime import OPEN_INDEX, OPEN_KEY, quarter_key, quarters_partition
+from shared.rollups import PERCENTS, Rollup, decode_hists
+from shared.timebuckets import QUARTER_S
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -56,29 +51,16 @@ def today_bounds(now: datetime, tz: ZoneInfo) -> tuple[int, int]:
     return to_ms(start), to_ms(end)
 
 
-def _stats(cell: list[int] | None, hist: Histogram) -> dict[str, Any]:
-    if not cell or cell[0] <= 0:
-        return {"count": 0, "avg_ms": None, **dict.fromkeys(k for k, _ in PERCENTILES)}
-    values = percentiles(hist, [p for _, p in PERCENTILES])
-    return {
-        "count": cell[0],
-        "avg_ms": cell[1] / cell[0],
-        **{k: v for (k, _), v in zip(PERCENTILES, values, strict=True)},
-    }
-
-
 def view(open_now: list[dict[str, Any]], quarters: list[dict[str, Any]]) -> dict[str, Any]:
     """The response, from the open tickets and the day's quarter items."""
-    cells: dict[str, list[int]] = {}
-    hists: dict[str, Histogram] = {}
+    day = Rollup()
     for quarter in quarters:
-        add_cells(cells, orjson.loads(quarter["cells"]))
-        for kind, hist in decode_hists(quarter["hists"]).items():
-            mine = hists.setdefault(kind, {})
-            for b, (n, total) in hist.items():
-                cell = mine.setdefault(b, [0, 0])
-                cell[0] += n
-                cell[1] += total
+        day.add(Rollup(orjson.loads(quarter["cells"]), decode_hists(quarter["hists"])))
+    cells = day.cells
+
+    def stats(kind: str) -> dict[str, Any]:
+        return merged_stats(cells.get(kind), percentiles(day.hists.get(kind, {}), PERCENTS))
+
     waiting = [t for t in open_now if t.get("status") == "waiting"]
     assigned = [t for t in open_now if t.get("status") == "assigned"]
     since = [t["queue_since"] for t in waiting if t.get("queue_since") is not None]
@@ -99,8 +81,8 @@ def view(open_now: list[dict[str, Any]], quarters: list[dict[str, Any]]) -> dict
             "by_agent": dict(sorted(Counter(str(t.get("agent_id")) for t in assigned).items())),
         },
         "oldest_waiting_since": format_ms(min(since)) if since else None,
-        "wait_time": _stats(cells.get("assigned"), hists.get("assigned", {})),
-        "first_response_time": _stats(cells.get("first_response"), hists.get("first_response", {})),
+        "wait_time": stats("assigned"),
+        "first_response_time": stats("first_response"),
     }
 
 

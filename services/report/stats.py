@@ -32,6 +32,17 @@ def stats(values: Sequence[int]) -> dict[str, Any]:
     }
 
 
+def merged_stats(cell: list[int] | None, values: list[int | None]) -> dict[str, Any]:
+    """A stats object from a rollup cell `[count, sum_ms]` and its p50/p90/p95."""
+    if cell is None or cell[0] <= 0:
+        return {"count": 0, "avg_ms": None, **dict.fromkeys(k for k, _ in PERCENTILES)}
+    return {
+        "count": cell[0],
+        "avg_ms": cell[1] / cell[0],
+        **{k: v for (k, _), v in zip(PERCENTILES, values, strict=True)},
+    }
+
+
 def ratio(num: int, den: int) -> float | None:
     return None if den == 0 else num / den
 

@@ -1,6 +1,7 @@
 """The real-time store against the moto server and PostgreSQL: whatever the order,
 the duplicates and the concurrency of the loaders, `/realtime`'s day equals
-the exact view of every ticket's newest version, and reads no closed ticket."""
+the exact view of every ticket's newest version; its index holds the open
+tickets only; a quarter is never left stale by a publisher's race or failure."""
 
 from __future__ import annotations
 
@@ -19,16 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from services.enricher.handler import ticket_record
 from services.enricher.metrics import TicketResult, evaluate, event_ms
-from services.loader.quarters import publish, quarter_item
-from services.loader.realtime import put_if_newer, realtime_item
+from services.loader.quarters import DONE_SQL, PENDING_SQL, enqueue, publish, quarter_item
+from services.loader.realtime import realtime_item
 from services.loader.reports import load_records
 from services.report.realtime import realtime_view
 from services.report.stats import stats
 from shared.aws import Aws, open_aws
 from shared.db import async_url, make_engine
 from shared.events import format_ms, to_ms
+from shared.realtime import OPEN_INDEX, OPEN_KEY, put_if_newer
+from shared.rollups import Rollup
 from shared.settings import Settings
-from telemetry.provision import ensure_realtime_table, migrate
+from telemetry.provision import ensure_realtime_table, ensure_table, migrate
 from telemetry.simulate import ticket_life
 
 ZONES = ("UTC", "Asia/Kathmandu", "America/Sao_Paulo")  # +5:45, -3:00
@@ -114,19 +117,19 @@ async def test_the_day_equals_the_newest_versions_whatever_the_delivery(
     engine: AsyncEngine, aws: Aws, seed: int
 ) -> None:
     rng = random.Random(seed)
-    tenant, table = f"rt-{uuid.uuid4().hex[:6]}", f"realtime-{uuid.uuid4().hex[:8]}"
+    table = f"realtime-{uuid.uuid4().hex[:8]}"
     await ensure_realtime_table(aws, table)
     now = datetime.now(UTC)
-    lives = [versions(tenant, n, rng, now - timedelta(minutes=rng.randrange(600)))
-             for n in range(60)]  # fmt: skip
-    records = [r for life in lives for r in life]
+    tenants = [f"rt-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    lives = {t: [versions(t, n, rng, now - timedelta(minutes=rng.randrange(600)))
+                 for n in range(40)] for t in tenants}  # fmt: skip
+    records = [r for t in tenants for life in lives[t] for r in life]
     sent = records + rng.sample(records, len(records) // 3)  # duplicates
     rng.shuffle(sent)
     batches: list[list[dict[str, Any]]] = []  # as enriched objects: a ticket once per batch
     for rec in sent:
-        free = [
-            b for b in batches if len(b) < 40 and all(r["ticket_id"] != rec["ticket_id"] for r in b)
-        ]
+        free = [b for b in batches if len(b) < 40 and all(r["ticket_id"] != rec["ticket_id"]
+                                                          for r in b)]  # fmt: skip
         if free and rng.random() < 0.9:
             rng.choice(free).append(rec)
         else:
@@ -141,38 +144,54 @@ async def test_the_day_equals_the_newest_versions_whatever_the_delivery(
                 await put_if_newer(aws.dynamodb, table, realtime_item(rec))
 
     await asyncio.gather(*(loader(b) for b in batches))
-    newest = [life[-1] for life in lives]
-    results = [evaluate(r["events"]) for r in newest]
-    for name in ZONES:
-        zone = ZoneInfo(name)
-        day = now.astimezone(zone).date()
-        start = to_ms(datetime.combine(day, time(), zone))
-        end = to_ms(datetime.combine(day + timedelta(days=1), time(), zone))
-        got = await realtime_view(aws.dynamodb, table, tenant, start, end)
-        assert got["tickets_created"] > 0 and got["wait_time"]["count"] > 0, name
-        waiting = [r for r in newest if r["facts"]["status"] == "waiting"]
-        since = [r["facts"]["queue_since"] for r in waiting if r["facts"]["queue_since"]]
-        assert got["oldest_waiting_since"] == (format_ms(min(since)) if since else None)
-        assert_same(got, exact_view(results, start, end))
-    other = await realtime_view(aws.dynamodb, table, "rt-other", start, end)
-    assert other["tickets_created"] == 0 and other["assigned_now"]["total"] == 0
+    for tenant in tenants:
+        newest = [life[-1] for life in lives[tenant]]
+        results = [evaluate(r["events"]) for r in newest]
+        indexed = await aws.dynamodb.query(
+            TableName=table, IndexName=OPEN_INDEX, KeyConditionExpression=f"{OPEN_KEY} = :t",
+            ExpressionAttributeValues={":t": {"S": tenant}},
+        )  # fmt: skip
+        open_now = {
+            r["ticket_id"] for r in newest if r["facts"]["status"] in ("waiting", "assigned")
+        }
+        assert {i["ticket_id"]["S"] for i in indexed["Items"]} == open_now
+        for name in ZONES:
+            zone = ZoneInfo(name)
+            day = now.astimezone(zone).date()
+            start = to_ms(datetime.combine(day, time(), zone))
+            end = to_ms(datetime.combine(day + timedelta(days=1), time(), zone))
+            got = await realtime_view(aws.dynamodb, table, tenant, start, end)
+            assert got["tickets_created"] > 0 and got["wait_time"]["count"] > 0, name
+            waiting = [r for r in newest if r["facts"]["status"] == "waiting"]
+            since = [r["facts"]["queue_since"] for r in waiting if r["facts"]["queue_since"]]
+            assert got["oldest_waiting_since"] == (format_ms(min(since)) if since else None)
+            assert_same(got, exact_view(results, start, end))
 
 
-async def test_a_quarter_is_published_again_after_a_crash_and_never_goes_back(
+async def outbox(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM realtime_outbox"))).scalar_one())
+
+
+async def test_a_failed_publish_leaves_its_quarters_for_the_next(
     engine: AsyncEngine, aws: Aws
 ) -> None:
-    """A loader that committed but died before publishing leaves its quarters in
-    the outbox: the next publish sends them. An older snapshot never replaces
-    a newer one."""
+    """The loader's batch is committed; DynamoDB fails (here: no such table).
+    The quarters stay in the outbox, and the next publish sends them. An older
+    snapshot never replaces a newer one."""
     rng = random.Random(3)
     tenant, table = f"rt-{uuid.uuid4().hex[:6]}", f"realtime-{uuid.uuid4().hex[:8]}"
     await ensure_realtime_table(aws, table)
     now = datetime.now(UTC)
     life = versions(tenant, 0, rng, now)
-    await load_records(engine, [life[0]])  # committed; the loader dies here
     await load_records(engine, [life[-1]])
-    assert await publish(engine, aws.dynamodb, table) >= 1
-    assert await publish(engine, aws.dynamodb, table) == 0  # nothing left
+    waiting = await outbox(engine)
+    assert waiting >= 1
+    with pytest.raises(ExceptionGroup):
+        await publish(engine, aws.dynamodb, "realtime-missing")
+    assert await outbox(engine) == waiting
+    assert await publish(engine, aws.dynamodb, table) == waiting
+    assert await outbox(engine) == 0
     start = to_ms(datetime.combine(now.date(), time(), UTC)) - 86_400_000
     got = await realtime_view(aws.dynamodb, table, tenant, start, start + 3 * 86_400_000)
     assert got["tickets_created"] == 1
@@ -180,7 +199,52 @@ async def test_a_quarter_is_published_again_after_a_crash_and_never_goes_back(
     created = evaluate(life[-1]["events"]).created_at
     assert created is not None
     quarter = created // 1000 - created // 1000 % 900
-    stale = quarter_item(tenant, quarter, {"created": [5, 0]}, b"", version=0)
-    assert not await put_if_newer(aws.dynamodb, table, stale)  # a slower loader's snapshot
+    stale = quarter_item(tenant, quarter, {"created": [5, 0]}, b"", version=1)
+    assert not await put_if_newer(aws.dynamodb, table, stale)  # a slower publisher's snapshot
     again = await realtime_view(aws.dynamodb, table, tenant, start, start + 3 * 86_400_000)
     assert again == got
+
+
+async def test_a_change_committed_after_a_publisher_read_stays_queued(
+    engine: AsyncEngine,
+) -> None:
+    """The publisher read a quarter's snapshot; a loader then changed the quarter.
+    The publisher's delete must leave the quarter queued for the newer snapshot."""
+    tenant = f"rt-{uuid.uuid4().hex[:6]}"
+    bucket = int(datetime.now(UTC).timestamp()) // 900 * 900
+    delta = {tenant: {("all", 0, bucket, ""): Rollup({"created": [1, 0]})}}
+    async with engine.begin() as conn:
+        await enqueue(conn, delta)
+    async with engine.connect() as conn:
+        read = [r for r in (await conn.execute(PENDING_SQL, {"limit": 10_000})).all()
+                if r.tenant_id == tenant]  # fmt: skip
+    assert len(read) == 1
+    async with engine.begin() as conn:
+        await enqueue(conn, delta)  # the loader's later change of the same quarter
+        await conn.execute(DONE_SQL, {"tenants": [tenant], "buckets": [read[0].bucket],
+                                      "seqs": [read[0].seq]})  # fmt: skip
+    async with engine.connect() as conn:
+        left = (await conn.execute(PENDING_SQL, {"limit": 10_000})).all()
+    assert [r.tenant_id for r in left].count(tenant) == 1
+
+
+async def test_a_table_made_before_the_index_gets_it_with_its_open_tickets(aws: Aws) -> None:
+    tenant, table = "rt-upgrade", f"realtime-{uuid.uuid4().hex[:8]}"
+    await ensure_table(  # as provisioned before the index existed
+        aws, table,
+        [{"AttributeName": "tenant_id", "KeyType": "HASH"},
+         {"AttributeName": "ticket_id", "KeyType": "RANGE"}],
+        [{"AttributeName": "tenant_id", "AttributeType": "S"},
+         {"AttributeName": "ticket_id", "AttributeType": "S"}],
+    )  # fmt: skip
+    for ticket, status in (("t-open", "waiting"), ("t-held", "assigned"), ("t-done", "closed")):
+        await aws.dynamodb.put_item(TableName=table, Item={
+            "tenant_id": {"S": tenant}, "ticket_id": {"S": ticket}, "version": {"N": "3"},
+            "status": {"S": status}})  # fmt: skip
+    await ensure_realtime_table(aws, table)
+    await ensure_realtime_table(aws, table)  # provisioning again changes nothing
+    indexed = await aws.dynamodb.query(
+        TableName=table, IndexName=OPEN_INDEX, KeyConditionExpression=f"{OPEN_KEY} = :t",
+        ExpressionAttributeValues={":t": {"S": tenant}},
+    )  # fmt: skip
+    assert sorted(i["ticket_id"]["S"] for i in indexed["Items"]) == ["t-held", "t-open"]
