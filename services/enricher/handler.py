@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from services.enricher.metrics import TicketResult, dedupe, evaluate, event_ms
+from services.enricher.metrics import TicketResult, dedupe, evaluate
 from shared.layout import (
     CONSOLIDATED,
     ENRICHED,
@@ -75,27 +75,17 @@ def ticket_record(tenant: str, ticket_id: str, version: int, r: TicketResult) ->
 def changes_realtime(r: TicketResult, conflicting: bool, own: list[bytes]) -> bool:
     """Whether the batch's own lines can change the ticket's real-time item.
 
-    Only customer and bot messages, and agent messages after the first
-    response, leave it as it was; skipping those writes is what keeps the
-    DynamoDB cost per event low. The batch that brought any other event writes,
-    and views only grow, so the item with the highest version is always right.
-    Conflicting variants of one event id are rare enough to always write. A
-    view without a creation is never written: the real-time view shows no
-    partial ticket, and the creation's own batch will write.
+    The item holds the state "now" reads (status, group, agent, queue start),
+    which messages never change; skipping their batches is what keeps the
+    DynamoDB cost per event low. The batch that brought any other event
+    writes, and views only grow, so the item with the highest version is
+    always right. Conflicting variants of one event id are rare enough to
+    always write. A view without a creation is never written: the real-time
+    view shows no partial ticket, and the creation's own batch will write.
     """
     if r.partial:
         return False
-    if conflicting:
-        return True
-    for line in own:
-        e = orjson.loads(line)
-        if e["type"] != "message_sent":
-            return True
-        if e["sender"] == "agent" and (
-            r.first_response_at is None or event_ms(e) <= r.first_response_at
-        ):
-            return True
-    return False
+    return conflicting or any(orjson.loads(line)["type"] != "message_sent" for line in own)
 
 
 def enrich(

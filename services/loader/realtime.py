@@ -17,7 +17,7 @@ import orjson
 
 from shared.layout import ENRICHED, decode_ndjson_lines, expect_key
 from shared.objects import get_bytes
-from shared.realtime import OPEN_KEY, OPEN_STATUSES, put_if_newer
+from shared.realtime import OPEN_FIELDS, OPEN_KEY, OPEN_STATUSES, put_if_newer
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -25,12 +25,6 @@ if TYPE_CHECKING:
 
 WRITE_CONCURRENCY = 16
 CLOSED_RETENTION_S = 2 * 86_400
-
-# Facts the real-time view needs; each is stored only when not null.
-FIELDS = (
-    "status", "created_at", "closed_at", "abandoned", "group_id", "agent_id",
-    "queue_since", "first_assigned_at", "first_response_at",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -50,19 +44,17 @@ def _attr(value: Any) -> dict[str, Any]:
 
 
 def realtime_item(rec: dict[str, Any]) -> dict[str, Any]:
+    """The ticket's state as "now" reads it (the day's counts are quarter items):
+    only events other than messages change it."""
     f = rec["facts"]
-    m = rec["metrics"]
     item = {
         "tenant_id": {"S": rec["tenant_id"]},
         "ticket_id": {"S": rec["ticket_id"]},
         "version": {"N": str(rec["version"])},
     }
-    for name in FIELDS:
+    for name in OPEN_FIELDS:  # each only when not null
         if f[name] is not None:
             item[name] = _attr(f[name])
-    for name in ("wait_time_ms", "first_response_time_ms"):
-        if m[name] is not None:
-            item[name] = _attr(m[name])
     if f["status"] in OPEN_STATUSES:  # in the sparse index of open tickets
         item[OPEN_KEY] = {"S": rec["tenant_id"]}
     if f["closed_at"] is not None:

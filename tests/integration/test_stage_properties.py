@@ -174,11 +174,11 @@ def test_stages_compute_the_metrics_of_the_event_set(
             assert {**have, "version": None} == {**want, "version": None}
 
 
-def test_a_first_response_alone_in_its_batch_reaches_the_realtime_view(
+def test_batches_of_messages_alone_skip_the_realtime_write(
     stage_settings: Settings,
 ) -> None:
-    """Batches that only add messages skip the real-time write, unless one is the
-    first response: here it arrives alone, after the ticket was already written."""
+    """Batches that only add messages, the first response included, leave the
+    real-time item as it was: they skip its write, and the item stays exact."""
     tenant = f"prop-{next(TENANTS)}"
     base = {"tenant_id": tenant, "ticket_id": "t-0"}
     batches = [
@@ -209,5 +209,4 @@ def test_a_first_response_alone_in_its_batch_reaches_the_realtime_view(
             return flags
 
     versions = asyncio.run(scenario())
-    # Written by the first batch (version 2) and the first response (3), not by the last.
-    assert versions == [2, 3, 3]
+    assert versions == [2, 2, 2]  # written by the first batch only
