@@ -106,10 +106,10 @@ realtime_outbox = Table(
     metadata,
     Column("tenant_id", Text, primary_key=True),
     Column("bucket", DateTime(timezone=True), primary_key=True),
-    # A new one at every enqueue: a publisher deletes only the row it read.
-    Column(
-        "seq", BigInteger, nullable=False, server_default=text("nextval('realtime_outbox_seq')")
-    ),
+    # A new one at every enqueue: a publisher deletes only the row it claimed.
+    Column("seq", BigInteger, nullable=False, server_default=_NEXT_OUTBOX_SEQ),
+    # Until when a publisher holds the row (a new change frees it at once).
+    Column("lease", DateTime(timezone=True), nullable=False, server_default="-infinity"),
 )
 
 

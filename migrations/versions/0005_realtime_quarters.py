@@ -29,12 +29,8 @@ def upgrade() -> None:
         "realtime_outbox",
         sa.Column("tenant_id", sa.Text, primary_key=True),
         sa.Column("bucket", sa.DateTime(timezone=True), primary_key=True),
-        sa.Column(
-            "seq",
-            sa.BigInteger,
-            nullable=False,
-            server_default=sa.text("nextval('realtime_outbox_seq')"),
-        ),
+        sa.Column("seq", sa.BigInteger, nullable=False, server_default=NEXT_SEQ),
+        sa.Column("lease", sa.DateTime(timezone=True), nullable=False, server_default="-infinity"),
     )
     op.execute("""
         INSERT INTO realtime_outbox (tenant_id, bucket)

@@ -7,11 +7,13 @@ sequence, and a snapshot replaces only an older one: snapshots may arrive in
 any order, twice, or from several publishers.
 
 Which quarters to publish is an outbox written in the loader's transaction;
-each enqueue gives the row a new `seq`. A publisher reads the rows and their
-snapshots in one statement (one MVCC snapshot), puts them, then deletes only
-the rows whose `seq` is still the one it read. A change committed after that
-read has a new `seq`, so its row stays for the next publish; a publisher that
-dies leaves its rows too. No lock is held while DynamoDB answers.
+each enqueue gives the row a new `seq` and makes it claimable at once. A
+publisher claims rows with a short lease (so concurrent publishers do not put
+the same quarters), reads their snapshots after the claim, puts them, then
+deletes only the rows whose `seq` is still the one it claimed. A change
+committed after the claim has a new `seq`, so its row stays for the next
+publish; a publisher that fails releases its rows, and one that dies leaves
+them to be claimed again when the lease ends. No lock is held while DynamoDB answers.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from sqlalchemy import func, text
+from sqlalchemy import func, literal_column, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from shared.db import realtime_outbox
@@ -42,6 +44,7 @@ from shared.timebuckets import epoch_s, instant
 if TYPE_CHECKING:
     from sqlalchemy.engine import Row
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.sql.elements import ColumnElement
     from types_aiobotocore_dynamodb import DynamoDBClient
 
     from services.loader.rollups import Key
@@ -49,13 +52,28 @@ if TYPE_CHECKING:
 BATCH = 500  # quarters per round
 PUT_CONCURRENCY = 8
 _CODES = [HIST_CODE[kind] for kind in TIMED]
+UNLEASED: ColumnElement[Any] = literal_column("'-infinity'::timestamptz")
 
-PENDING_SQL = text("""
-SELECT o.tenant_id, o.bucket, o.seq, r.cells, r.hists, r.version
-FROM (SELECT tenant_id, bucket, seq FROM realtime_outbox
-      ORDER BY tenant_id, bucket LIMIT :limit) AS o
-LEFT JOIN rollups AS r ON r.tenant_id = o.tenant_id AND r.dim = 'all' AND r.level = 0
-                      AND r.bucket = o.bucket AND r.dim_value = ''
+LEASE_S = 30
+CLAIM_SQL = text("""
+UPDATE realtime_outbox AS o SET lease = now() + make_interval(secs => :lease_s)
+FROM (SELECT tenant_id, bucket FROM realtime_outbox WHERE lease < now()
+      ORDER BY tenant_id, bucket LIMIT :limit FOR UPDATE SKIP LOCKED) AS c
+WHERE o.tenant_id = c.tenant_id AND o.bucket = c.bucket
+RETURNING o.tenant_id, o.bucket, o.seq
+""")
+SNAPSHOT_SQL = text("""
+SELECT c.tenant_id, c.bucket, c.seq, r.cells, r.hists, r.version
+FROM unnest(CAST(:tenants AS text[]), CAST(:buckets AS timestamptz[]),
+            CAST(:seqs AS bigint[])) AS c(tenant_id, bucket, seq)
+LEFT JOIN rollups AS r ON r.tenant_id = c.tenant_id AND r.dim = 'all' AND r.level = 0
+                      AND r.bucket = c.bucket AND r.dim_value = ''
+""")
+RELEASE_SQL = text("""
+UPDATE realtime_outbox AS o SET lease = '-infinity'
+FROM unnest(CAST(:tenants AS text[]), CAST(:buckets AS timestamptz[]),
+            CAST(:seqs AS bigint[])) AS d(tenant_id, bucket, seq)
+WHERE o.tenant_id = d.tenant_id AND o.bucket = d.bucket AND o.seq = d.seq
 """)
 DONE_SQL = text("""
 DELETE FROM realtime_outbox AS o
@@ -84,11 +102,10 @@ async def enqueue(
         stmt = pg_insert(realtime_outbox).values(
             [{"tenant_id": t, "bucket": instant(b)} for t, b in rows]
         )
-        seq = func.nextval("realtime_outbox_seq")
         await conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=[realtime_outbox.c.tenant_id, realtime_outbox.c.bucket],
-                set_={"seq": seq},
+                set_={"seq": func.nextval("realtime_outbox_seq"), "lease": UNLEASED},
             )
         )
 
@@ -124,21 +141,30 @@ async def _put_all(dynamodb: DynamoDBClient, table: str, pending: Sequence[Row[A
                 group.create_task(put(item))
 
 
+def _columns(rows: Sequence[Row[Any]]) -> dict[str, list[Any]]:
+    return {"tenants": [r.tenant_id for r in rows], "buckets": [r.bucket for r in rows],
+            "seqs": [r.seq for r in rows]}  # fmt: skip
+
+
 async def publish(engine: AsyncEngine, dynamodb: DynamoDBClient, table: str) -> int:
-    """Every pending quarter (of any tenant); returns how many were put."""
+    """Every pending quarter (of any tenant) no other publisher holds; returns
+    how many were put."""
     published = 0
     while True:
-        async with engine.connect() as conn:
-            pending = (await conn.execute(PENDING_SQL, {"limit": BATCH})).all()
-        if not pending:
-            return published
-        await _put_all(dynamodb, table, pending)
         async with engine.begin() as conn:
-            await conn.execute(
-                DONE_SQL,
-                {"tenants": [r.tenant_id for r in pending],
-                 "buckets": [r.bucket for r in pending], "seqs": [r.seq for r in pending]},
-            )  # fmt: skip
+            claimed = (await conn.execute(CLAIM_SQL, {"lease_s": LEASE_S, "limit": BATCH})).all()
+        if not claimed:
+            return published
+        async with engine.connect() as conn:  # a snapshot taken after the claim
+            pending = (await conn.execute(SNAPSHOT_SQL, _columns(claimed))).all()
+        try:
+            await _put_all(dynamodb, table, pending)
+        except BaseException:
+            async with engine.begin() as conn:  # for the next publish, not after the lease
+                await conn.execute(RELEASE_SQL, _columns(claimed))
+            raise
+        async with engine.begin() as conn:
+            await conn.execute(DONE_SQL, _columns(claimed))
         published += len(pending)
-        if len(pending) < BATCH:
+        if len(claimed) < BATCH:
             return published

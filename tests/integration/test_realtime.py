@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from services.enricher.handler import ticket_record
 from services.enricher.metrics import TicketResult, evaluate, event_ms
-from services.loader.quarters import DONE_SQL, PENDING_SQL, enqueue, publish, quarter_item
+from services.loader.quarters import CLAIM_SQL, DONE_SQL, enqueue, publish, quarter_item
 from services.loader.realtime import realtime_item
 from services.loader.reports import load_records
 from services.report.realtime import realtime_view
@@ -205,27 +205,35 @@ async def test_a_failed_publish_leaves_its_quarters_for_the_next(
     assert again == got
 
 
-async def test_a_change_committed_after_a_publisher_read_stays_queued(
+async def test_a_claimed_quarter_is_leased_and_a_later_change_stays_queued(
     engine: AsyncEngine,
 ) -> None:
-    """The publisher read a quarter's snapshot; a loader then changed the quarter.
-    The publisher's delete must leave the quarter queued for the newer snapshot."""
+    """A publisher claimed a quarter (others do not put it meanwhile); a loader
+    then changed it. The publisher's delete must leave it queued, claimable at
+    once, for the newer snapshot."""
     tenant = f"rt-{uuid.uuid4().hex[:6]}"
     bucket = int(datetime.now(UTC).timestamp()) // 900 * 900
     delta = {tenant: {("all", 0, bucket, ""): Rollup({"created": [1, 0]})}}
+
+    async def claim() -> list[Any]:
+        async with engine.begin() as conn:
+            rows = (await conn.execute(CLAIM_SQL, {"lease_s": 30, "limit": 10_000})).all()
+        return [r for r in rows if r.tenant_id == tenant]
+
     async with engine.begin() as conn:
         await enqueue(conn, delta)
-    async with engine.connect() as conn:
-        read = [r for r in (await conn.execute(PENDING_SQL, {"limit": 10_000})).all()
-                if r.tenant_id == tenant]  # fmt: skip
-    assert len(read) == 1
+    [claimed] = await claim()
+    assert await claim() == []  # leased: a concurrent publisher skips it
     async with engine.begin() as conn:
         await enqueue(conn, delta)  # the loader's later change of the same quarter
-        await conn.execute(DONE_SQL, {"tenants": [tenant], "buckets": [read[0].bucket],
-                                      "seqs": [read[0].seq]})  # fmt: skip
-    async with engine.connect() as conn:
-        left = (await conn.execute(PENDING_SQL, {"limit": 10_000})).all()
-    assert [r.tenant_id for r in left].count(tenant) == 1
+        await conn.execute(DONE_SQL, {"tenants": [tenant], "buckets": [claimed.bucket],
+                                      "seqs": [claimed.seq]})  # fmt: skip
+    [again] = await claim()
+    assert again.seq > claimed.seq
+    async with engine.begin() as conn:
+        await conn.execute(DONE_SQL, {"tenants": [tenant], "buckets": [again.bucket],
+                                      "seqs": [again.seq]})  # fmt: skip
+    assert await claim() == []
 
 
 async def test_a_table_made_before_the_index_gets_it_with_its_open_tickets(aws: Aws) -> None:
