@@ -180,7 +180,7 @@ OPEN_INDEX_SPEC: GlobalSecondaryIndexTypeDef = {
 async def ensure_realtime_table(aws: Aws, table: str) -> None:
     """Tickets and quarter items, and the sparse index of open tickets
     (shared/realtime.py). A table made before the index gets it, and its open
-    tickets are put in it."""
+    tickets are put in it once (a marker item records that this was done)."""
     key_attributes: list[AttributeDefinitionTypeDef] = [
         {"AttributeName": "tenant_id", "AttributeType": "S"},
         {"AttributeName": "ticket_id", "AttributeType": "S"},
@@ -198,13 +198,14 @@ async def ensure_realtime_table(aws: Aws, table: str) -> None:
         indexes=[OPEN_INDEX_SPEC],
     )
     desc = await aws.dynamodb.describe_table(TableName=table)
-    if any(i["IndexName"] == OPEN_INDEX for i in desc["Table"].get("GlobalSecondaryIndexes", [])):
-        return
-    await aws.dynamodb.update_table(
-        TableName=table,
-        AttributeDefinitions=key_attributes[1:],
-        GlobalSecondaryIndexUpdates=[{"Create": OPEN_INDEX_SPEC}],
-    )
+    if not any(
+        i["IndexName"] == OPEN_INDEX for i in desc["Table"].get("GlobalSecondaryIndexes", [])
+    ):
+        await aws.dynamodb.update_table(
+            TableName=table,
+            AttributeDefinitions=key_attributes[1:],
+            GlobalSecondaryIndexUpdates=[{"Create": OPEN_INDEX_SPEC}],
+        )
     for _ in range(INDEX_WAIT_S):
         desc = await aws.dynamodb.describe_table(TableName=table)
         indexes = desc["Table"].get("GlobalSecondaryIndexes", [])
@@ -216,7 +217,10 @@ async def ensure_realtime_table(aws: Aws, table: str) -> None:
             f"index {OPEN_INDEX} of {table} is still being built: provision again when it is"
             " ACTIVE (its open tickets are indexed then), before starting the report service"
         )
-    await index_open_tickets(aws, table)
+    marker = {"tenant_id": {"S": "#provision"}, "ticket_id": {"S": OPEN_INDEX}}  # no tenant id
+    if "Item" not in await aws.dynamodb.get_item(TableName=table, Key=marker, ConsistentRead=True):
+        await index_open_tickets(aws, table)
+        await aws.dynamodb.put_item(TableName=table, Item=marker)
 
 
 async def index_open_tickets(aws: Aws, table: str) -> None:

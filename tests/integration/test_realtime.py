@@ -256,3 +256,18 @@ async def test_a_table_made_before_the_index_gets_it_with_its_open_tickets(aws: 
         ExpressionAttributeValues={":t": {"S": tenant}},
     )  # fmt: skip
     assert sorted(i["ticket_id"]["S"] for i in indexed["Items"]) == ["t-held", "t-open"]
+
+    # Provisioning that stopped before indexing the open tickets (the index was
+    # still being built) indexes them when it runs again.
+    await aws.dynamodb.put_item(TableName=table, Item={
+        "tenant_id": {"S": tenant}, "ticket_id": {"S": "t-late"}, "version": {"N": "2"},
+        "status": {"S": "waiting"}})  # fmt: skip
+    await aws.dynamodb.delete_item(
+        TableName=table, Key={"tenant_id": {"S": "#provision"}, "ticket_id": {"S": OPEN_INDEX}}
+    )
+    await ensure_realtime_table(aws, table)
+    indexed = await aws.dynamodb.query(
+        TableName=table, IndexName=OPEN_INDEX, KeyConditionExpression=f"{OPEN_KEY} = :t",
+        ExpressionAttributeValues={":t": {"S": tenant}},
+    )  # fmt: skip
+    assert sorted(i["ticket_id"]["S"] for i in indexed["Items"]) == ["t-held", "t-late", "t-open"]
