@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -89,8 +90,29 @@ async def serve_metrics_or_warn(
         return None
 
 
-async def run_workers(settings: Settings, aws: Aws, workers: list[Worker]) -> None:
-    """Run queue workers until SIGTERM, with `/metrics` when a port is set."""
+Job = Callable[[], Awaitable[object]]
+
+
+async def every(interval_s: float, job: Job, stop: asyncio.Event, timeout_s: float) -> None:
+    """Run `job` every `interval_s` until `stop`; a failure is logged, not fatal."""
+    while not stop.is_set():
+        try:
+            async with asyncio.timeout(timeout_s):
+                await job()
+        except Exception:
+            logging.getLogger(__name__).warning("periodic job failed", exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+
+
+async def run_workers(
+    settings: Settings,
+    aws: Aws,
+    workers: list[Worker],
+    periodic: Sequence[tuple[float, Job]] = (),
+) -> None:
+    """Run queue workers (and `periodic` jobs: interval, job) until SIGTERM, with
+    `/metrics` when a port is set."""
     stop = stop_event_on_signals()
     server = None
     if settings.metrics_port:
@@ -100,7 +122,10 @@ async def run_workers(settings: Settings, aws: Aws, workers: list[Worker]) -> No
 
         server = await serve_metrics_or_warn(render, settings)
     try:
-        await asyncio.gather(*(w.run(stop) for w in workers))
+        await asyncio.gather(
+            *(w.run(stop) for w in workers),
+            *(every(i, job, stop, settings.handler_timeout_s) for i, job in periodic),
+        )
     finally:
         if server is not None:
             server.close()

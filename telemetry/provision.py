@@ -223,14 +223,21 @@ async def ensure_realtime_table(aws: Aws, table: str) -> None:
         await aws.dynamodb.put_item(TableName=table, Item=marker)
 
 
+OPEN_WITHOUT_KEY = "#s IN (:waiting, :assigned) AND attribute_not_exists(#o)"
+
+
 async def index_open_tickets(aws: Aws, table: str) -> None:
-    """Put the open tickets of items written before the index in it; the version
-    condition leaves alone a ticket the loader has changed meanwhile."""
+    """Put the open tickets of items written before the index in it. Each update
+    is conditioned on the item as it is then (still open, still unindexed), so a
+    ticket a loader changed meanwhile is right either way. Real-time loaders of
+    the version before the index must be stopped first: their puts drop the key."""
+    names = {"#s": "status", "#o": OPEN_KEY}
+    values = {":waiting": {"S": "waiting"}, ":assigned": {"S": "assigned"}}
     kwargs: dict[str, Any] = {
         "TableName": table,
-        "FilterExpression": "#s IN (:waiting, :assigned) AND attribute_not_exists(#o)",
-        "ExpressionAttributeNames": {"#s": "status", "#o": OPEN_KEY},
-        "ExpressionAttributeValues": {":waiting": {"S": "waiting"}, ":assigned": {"S": "assigned"}},
+        "FilterExpression": OPEN_WITHOUT_KEY,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
     }
     while True:
         page = await aws.dynamodb.scan(**kwargs)
@@ -240,9 +247,9 @@ async def index_open_tickets(aws: Aws, table: str) -> None:
                     TableName=table,
                     Key={"tenant_id": item["tenant_id"], "ticket_id": item["ticket_id"]},
                     UpdateExpression="SET #o = :tenant",
-                    ConditionExpression="version = :v",
-                    ExpressionAttributeNames={"#o": OPEN_KEY},
-                    ExpressionAttributeValues={":tenant": item["tenant_id"], ":v": item["version"]},
+                    ConditionExpression=OPEN_WITHOUT_KEY,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues={**values, ":tenant": item["tenant_id"]},
                 )
         if "LastEvaluatedKey" not in page:
             return

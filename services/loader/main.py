@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from services.loader import realtime, reports
+from services.loader import quarters, realtime, reports
 from shared.aws import open_aws
 from shared.db import make_engine
 from shared.service import queue_worker, run_workers
@@ -38,6 +38,7 @@ async def run(settings: Settings) -> None:
                     aws.sqs, settings, settings.reports_queue, partial(reports.handle, rp)
                 ),
             ]
-            await run_workers(settings, aws, workers)
+            publish = partial(quarters.publish, engine, aws.dynamodb, settings.realtime_table)
+            await run_workers(settings, aws, workers, [(quarters.PUBLISH_EVERY_S, publish)])
     finally:
         await engine.dispose()

@@ -13,12 +13,15 @@ the same quarters), reads their snapshots after the claim, puts them, then
 deletes only the rows whose `seq` is still the one it claimed. A change
 committed after the claim has a new `seq`, so its row stays for the next
 publish; a publisher that fails releases its rows, and one that dies leaves
-them to be claimed again when the lease ends. No lock is held while DynamoDB answers.
+them to be claimed again when the lease ends. No lock is held while DynamoDB
+answers. The loader publishes after each batch and every few seconds, so a
+quarter left by a failure goes out even when no traffic follows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -49,38 +52,56 @@ if TYPE_CHECKING:
 
     from services.loader.rollups import Key
 
+log = logging.getLogger(__name__)
+
 BATCH = 500  # quarters per round
 PUT_CONCURRENCY = 8
 _CODES = [HIST_CODE[kind] for kind in TIMED]
 UNLEASED: ColumnElement[Any] = literal_column("'-infinity'::timestamptz")
 
 LEASE_S = 30
+ROUNDS = 20  # at most BATCH * ROUNDS quarters per call; the periodic publish takes the rest
+PUBLISH_EVERY_S = 5.0  # the loader also publishes on its own, so no quarter waits for traffic
 CLAIM_SQL = text("""
 UPDATE realtime_outbox AS o SET lease = now() + make_interval(secs => :lease_s)
 FROM (SELECT tenant_id, bucket FROM realtime_outbox WHERE lease < now()
-      ORDER BY tenant_id, bucket LIMIT :limit FOR UPDATE SKIP LOCKED) AS c
+      ORDER BY seq LIMIT :limit FOR UPDATE SKIP LOCKED) AS c
 WHERE o.tenant_id = c.tenant_id AND o.bucket = c.bucket
-RETURNING o.tenant_id, o.bucket, o.seq
+RETURNING o.tenant_id, o.bucket, o.seq, o.lease
 """)
 SNAPSHOT_SQL = text("""
-SELECT c.tenant_id, c.bucket, c.seq, r.cells, r.hists, r.version
-FROM unnest(CAST(:tenants AS text[]), CAST(:buckets AS timestamptz[]),
-            CAST(:seqs AS bigint[])) AS c(tenant_id, bucket, seq)
+SELECT c.tenant_id, c.bucket, r.cells, r.hists, r.version
+FROM unnest(CAST(:tenants AS text[]), CAST(:buckets AS timestamptz[])) AS c(tenant_id, bucket)
 LEFT JOIN rollups AS r ON r.tenant_id = c.tenant_id AND r.dim = 'all' AND r.level = 0
                       AND r.bucket = c.bucket AND r.dim_value = ''
 """)
-RELEASE_SQL = text("""
-UPDATE realtime_outbox AS o SET lease = '-infinity'
-FROM unnest(CAST(:tenants AS text[]), CAST(:buckets AS timestamptz[]),
-            CAST(:seqs AS bigint[])) AS d(tenant_id, bucket, seq)
-WHERE o.tenant_id = d.tenant_id AND o.bucket = d.bucket AND o.seq = d.seq
-""")
-DONE_SQL = text("""
-DELETE FROM realtime_outbox AS o
-USING unnest(CAST(:tenants AS text[]), CAST(:buckets AS timestamptz[]),
-             CAST(:seqs AS bigint[])) AS d(tenant_id, bucket, seq)
-WHERE o.tenant_id = d.tenant_id AND o.bucket = d.bucket AND o.seq = d.seq
-""")
+# Rows still as claimed (same seq, same lease), locked in key order as `enqueue`
+# locks them, so a publisher and a loader never deadlock.
+_STILL_CLAIMED = """
+WITH mine AS (
+    SELECT o.tenant_id, o.bucket FROM realtime_outbox AS o
+    JOIN unnest(CAST(:tenants AS text[]), CAST(:buckets AS timestamptz[]),
+                CAST(:seqs AS bigint[]), CAST(:leases AS timestamptz[]))
+         AS d(tenant_id, bucket, seq, lease)
+      ON o.tenant_id = d.tenant_id AND o.bucket = d.bucket AND o.seq = d.seq
+     AND o.lease = d.lease
+    ORDER BY o.tenant_id, o.bucket FOR UPDATE OF o
+)
+"""
+DONE_SQL = text(
+    _STILL_CLAIMED
+    + """
+DELETE FROM realtime_outbox AS o USING mine
+WHERE o.tenant_id = mine.tenant_id AND o.bucket = mine.bucket
+"""
+)
+RELEASE_SQL = text(
+    _STILL_CLAIMED
+    + """
+UPDATE realtime_outbox AS o SET lease = '-infinity' FROM mine
+WHERE o.tenant_id = mine.tenant_id AND o.bucket = mine.bucket
+"""
+)
 
 
 async def enqueue(
@@ -143,28 +164,39 @@ async def _put_all(dynamodb: DynamoDBClient, table: str, pending: Sequence[Row[A
 
 def _columns(rows: Sequence[Row[Any]]) -> dict[str, list[Any]]:
     return {"tenants": [r.tenant_id for r in rows], "buckets": [r.bucket for r in rows],
-            "seqs": [r.seq for r in rows]}  # fmt: skip
+            "seqs": [r.seq for r in rows], "leases": [r.lease for r in rows]}  # fmt: skip
+
+
+async def _release(engine: AsyncEngine, claimed: Sequence[Row[Any]]) -> None:
+    """Best effort, bounded: the lease ends on its own anyway."""
+    try:
+        async with asyncio.timeout(2), engine.begin() as conn:
+            await conn.execute(RELEASE_SQL, _columns(claimed))
+    except Exception:
+        log.warning("could not release %d claimed quarters", len(claimed), exc_info=True)
 
 
 async def publish(engine: AsyncEngine, dynamodb: DynamoDBClient, table: str) -> int:
-    """Every pending quarter (of any tenant) no other publisher holds; returns
-    how many were put."""
+    """Pending quarters (of any tenant, oldest change first) that no other
+    publisher holds; returns how many were put."""
     published = 0
-    while True:
+    for _ in range(ROUNDS):
         async with engine.begin() as conn:
             claimed = (await conn.execute(CLAIM_SQL, {"lease_s": LEASE_S, "limit": BATCH})).all()
         if not claimed:
-            return published
-        async with engine.connect() as conn:  # a snapshot taken after the claim
-            pending = (await conn.execute(SNAPSHOT_SQL, _columns(claimed))).all()
+            break
         try:
+            async with engine.connect() as conn:  # a snapshot taken after the claim
+                keys = {"tenants": [r.tenant_id for r in claimed],
+                        "buckets": [r.bucket for r in claimed]}  # fmt: skip
+                pending = (await conn.execute(SNAPSHOT_SQL, keys)).all()
             await _put_all(dynamodb, table, pending)
         except BaseException:
-            async with engine.begin() as conn:  # for the next publish, not after the lease
-                await conn.execute(RELEASE_SQL, _columns(claimed))
+            await _release(engine, claimed)
             raise
         async with engine.begin() as conn:
             await conn.execute(DONE_SQL, _columns(claimed))
         published += len(pending)
         if len(claimed) < BATCH:
-            return published
+            break
+    return published

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -22,6 +23,7 @@ from shared.layout import (
     stage_key,
     ticket_bucket,
 )
+from shared.service import every
 from shared.worker import object_keys
 
 
@@ -131,3 +133,18 @@ def test_timeseries_intervals_follow_the_zone_and_clip_to_the_range() -> None:
     assert len(bounds) == len(labels) + 1
     with pytest.raises(ApiError):
         intervals(wed, sun, zone("UTC"), "fortnight")
+
+
+async def test_a_periodic_job_survives_its_failures_and_stops_on_request() -> None:
+    stop = asyncio.Event()
+    calls = 0
+
+    async def job() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            stop.set()
+        raise RuntimeError("DynamoDB is down")  # logged, the next run still happens
+
+    await asyncio.wait_for(every(0.01, job, stop, timeout_s=1), timeout=5)
+    assert calls == 3
