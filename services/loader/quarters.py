@@ -117,7 +117,7 @@ async def enqueue(
         if dim == "all"
         and level == 0
         and bucket >= since
-        and any(kind in SHOWN for kind in rollup.pruned().cells)
+        and any(kind in SHOWN and any(values) for kind, values in rollup.cells.items())
     )
     if rows:
         stmt = pg_insert(realtime_outbox).values(

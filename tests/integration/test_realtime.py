@@ -28,7 +28,7 @@ from services.report.stats import stats
 from shared.aws import Aws, open_aws
 from shared.db import async_url, make_engine
 from shared.events import format_ms, to_ms
-from shared.realtime import OPEN_INDEX, OPEN_KEY, put_if_newer
+from shared.realtime import OPEN_INDEX, OPEN_KEY, put_if_newer, quarter_key, quarters_partition
 from shared.rollups import Rollup
 from shared.settings import Settings
 from telemetry.provision import ensure_realtime_table, ensure_table, migrate
@@ -204,7 +204,10 @@ async def test_a_failed_publish_leaves_its_quarters_for_the_next(
     quarter = created // 1000 - created // 1000 % 900
     stored = await aws.dynamodb.get_item(
         TableName=table,
-        Key={"tenant_id": {"S": f"{tenant}#quarters"}, "ticket_id": {"S": f"{quarter:012d}"}},
+        Key={
+            "tenant_id": {"S": quarters_partition(tenant)},
+            "ticket_id": {"S": quarter_key(quarter)},
+        },
     )
     older = int(stored["Item"]["version"]["N"]) - 1
     stale = quarter_item(tenant, quarter, {"created": [5, 0]}, b"", version=older)
