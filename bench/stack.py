@@ -23,8 +23,8 @@ from typing import IO
 
 import httpx
 
+from shared.pipeline import SERVICES
 from shared.settings import Settings
-from telemetry.cli import SERVICES
 from telemetry.commands import provision_command
 from telemetry.up import StackError, embedded_env, free_port, start_moto, wait_http
 

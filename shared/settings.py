@@ -78,15 +78,6 @@ class Settings(BaseSettings):
     def report_calendars(self) -> tuple[Calendar, ...]:
         return calendars(tuple(z.strip() for z in self.report_zones.split(",") if z.strip()))
 
-    def queue_names(self) -> list[str]:
-        return [
-            self.filter_queue,
-            self.consolidator_queue,
-            self.enricher_queue,
-            self.realtime_queue,
-            self.reports_queue,
-        ]
-
     def require_database_url(self) -> str:
         if not self.database_url:
             raise RuntimeError("TELEMETRY_DATABASE_URL is not set")

@@ -7,10 +7,9 @@ import asyncio
 import importlib
 import sys
 
+from shared.pipeline import SERVICES
 from shared.service import setup_logging
 from shared.settings import load_settings
-
-SERVICES = ("collector", "dumper", "filter", "consolidator", "enricher", "loader", "report")
 
 
 def _parser() -> argparse.ArgumentParser:

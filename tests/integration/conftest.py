@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from shared.aws import Aws, open_aws
+from shared.pipeline import SERVICES
 from shared.settings import Settings
-from telemetry.cli import SERVICES
 from telemetry.commands import create_key, provision_command
 from telemetry.up import free_port, start_moto, start_postgres, wait_http
 
