@@ -39,7 +39,7 @@ from services.dumper.dumper import Dumper, DumperConfig
 from services.enricher import handler as enricher
 from services.filter import handler as filter_stage
 from services.loader import realtime, reports
-from shared.aws import Aws, open_aws
+from shared.aws import Aws, open_aws, with_account
 from shared.db import make_engine
 from shared.events import format_ms, to_ms
 from shared.layout import CONSOLIDATED, FILTERED, RAW
@@ -113,6 +113,7 @@ async def drained(aws: Aws, settings: Settings) -> bool:
 
 async def run(args: argparse.Namespace, settings: Settings) -> None:
     tenants = [f"bench-{i}" for i in range(args.tenants)]
+    settings = await with_account(settings)
     engine = make_engine(settings.require_database_url())
     async with open_aws(settings) as aws:
         await provision(aws, settings)

@@ -213,7 +213,7 @@ STAGES: tuple[Stage, ...] = (
         grants=(
             Grant(Resource.BUCKET, ("s3:GetObject",), (CONSOLIDATED,)),
             Grant(Resource.BUCKET, ("s3:PutObject",), (ENRICHED,)),
-            Grant(Resource.TOPIC, ("sns:Publish",)),
+            Grant(Resource.TOPIC, ("sns:Publish", "sns:GetTopicAttributes")),
         ),
         queues=(ENRICHER_QUEUE,),
     ),

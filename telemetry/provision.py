@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 DLQ_RETENTION_S = 14 * 86_400
 
 
+class ProvisionError(RuntimeError):
+    """A resource cannot be made as configured; the message says what to change."""
+
+
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -44,7 +48,12 @@ async def ensure_bucket(aws: Aws, settings: Settings) -> None:
     try:
         await aws.s3.create_bucket(**kwargs)
     except ClientError as exc:
-        if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+        if _code(exc) == "BucketAlreadyExists":  # S3 names are global: not ours
+            raise ProvisionError(
+                f"bucket {settings.bucket} belongs to another AWS account: set TELEMETRY_BUCKET"
+                " to a name of your own, or leave it unset for telemetry-<account>-<region>"
+            ) from exc
+        if _code(exc) != "BucketAlreadyOwnedByYou":
             raise
 
 
@@ -290,7 +299,13 @@ async def migrate(database_url: str) -> None:
         await engine.dispose()
 
 
-async def provision(aws: Aws, settings: Settings) -> None:
+async def provision(aws: Aws, settings: Settings, *, database: bool = True) -> None:
+    """Everything, then the schema; `database=False` skips the schema knowingly."""
+    if database and not settings.database_url:
+        raise ProvisionError(
+            "TELEMETRY_DATABASE_URL is not set, so the schema cannot be migrated:"
+            " set it, or pass --skip-database to provision the AWS resources alone"
+        )
     await ensure_bucket(aws, settings)
     arns: dict[Queue, str] = {}
     for queue in QUEUES:
@@ -316,5 +331,5 @@ async def provision(aws: Aws, settings: Settings) -> None:
         )
     await ensure_realtime_table(aws, settings.realtime_table)
     await ensure_stream(aws, settings)
-    if settings.database_url:
-        await migrate(settings.database_url)
+    if database:
+        await migrate(settings.require_database_url())
