@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 import migrations
 from shared.aws import Aws
 from shared.db import make_engine
-from shared.pipeline import QUEUES, Feed, Queue
+from shared.pipeline import QUEUES, Feed, Queue, Resource
 from shared.realtime import OPEN_FIELDS, OPEN_INDEX, OPEN_KEY
 from shared.settings import Settings
 
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     )
 
 DLQ_RETENTION_S = 14 * 86_400
+# The tables with a single string key (the real-time table is made below).
+HASH_KEYS = {Resource.KEYS_TABLE: "key_hash", Resource.CHECKPOINTS_TABLE: "shard"}
+REALTIME_TTL = "expires_at"
 
 
 class ProvisionError(RuntimeError):
@@ -205,7 +208,7 @@ async def ensure_realtime_table(aws: Aws, table: str) -> None:
             {"AttributeName": "ticket_id", "KeyType": "RANGE"},
         ],
         key_attributes,
-        ttl_attribute="expires_at",
+        ttl_attribute=REALTIME_TTL,
         indexes=[OPEN_INDEX_SPEC],
     )
     desc = await aws.dynamodb.describe_table(TableName=table)
@@ -319,13 +322,10 @@ async def provision(aws: Aws, settings: Settings, *, database: bool = True) -> N
         else:
             await allow_sender(aws, name, arns[queue], "s3.amazonaws.com", bucket_arn)
     await ensure_notifications(aws, settings, arns)
-    for table, hash_key in (
-        (settings.keys_table, "key_hash"),
-        (settings.checkpoints_table, "shard"),
-    ):
+    for resource, hash_key in HASH_KEYS.items():
         await ensure_table(
             aws,
-            table,
+            getattr(settings, resource.value),
             [{"AttributeName": hash_key, "KeyType": "HASH"}],
             [{"AttributeName": hash_key, "AttributeType": "S"}],
         )
