@@ -16,8 +16,22 @@ step docker-compose config
 step cfn-lint deploy/aws
 "$bin/cfn-lint" deploy/aws/telemetry.yaml
 
+chart=deploy/helm/telemetry
+step helm lint --strict, default and production values
+"$bin/helm" lint --strict "$chart"
+"$bin/helm" lint --strict "$chart" -f deploy/helm/production-values.yaml
+
+step helm template, then every manifest against the Kubernetes 1.33 schemas
+"$bin/helm" template telemetry "$chart" -n telemetry > "$out/default.yaml"
+"$bin/helm" template telemetry "$chart" -n telemetry -f deploy/helm/production-values.yaml \
+    > "$out/production.yaml"
+# (KEDA's ScaledObject has no schema there: a warning, not an error.)
+"$bin/kubernetes-validate" --strict --quiet --kubernetes-version 1.33.0 \
+    "$out/default.yaml" "$out/production.yaml"
+
 # One checkov run over everything: it spends most of its time starting.
 # --skip-download: no network; every skip is written inline with its reason.
 step checkov
-"$bin/checkov" --quiet --compact --skip-download --framework cloudformation dockerfile \
-    -f deploy/aws/telemetry.yaml -f Dockerfile
+"$bin/checkov" --quiet --compact --skip-download \
+    --framework cloudformation kubernetes dockerfile \
+    -f deploy/aws/telemetry.yaml -f Dockerfile -f "$out/default.yaml" -f "$out/production.yaml"

@@ -17,7 +17,9 @@ from shared.aws import Aws, open_aws
 from shared.pipeline import STAGES
 from shared.settings import Settings
 from telemetry.commands import provision_command
+from telemetry.healthcheck import healthy
 from telemetry.provision import ProvisionError
+from telemetry.up import free_port
 from tests.integration.helpers import event, eventually
 from tests.integration.test_pipeline import KeyMaker, at, post, recent_base
 
@@ -99,3 +101,15 @@ async def test_every_stage_calls_only_the_actions_it_declares(
         assert not {a for a in used if a.split(":")[1].startswith("Create")}, stage.name
         undeclared = used - stage.actions() - NO_PERMISSION_NEEDED
         assert not undeclared, f"{stage.name} calls {sorted(undeclared)} it does not declare"
+
+
+def test_the_image_health_check_finds_whichever_service_runs(
+    services: dict[str, str], settings: Settings
+) -> None:
+    """One image runs every stage: its HEALTHCHECK asks each port a stage serves."""
+    nothing = {"collector_port": free_port(), "report_port": free_port(), "metrics_port": 0}
+    assert not healthy(settings.model_copy(update=nothing))
+    collector = int(services["collector"].rsplit(":", 1)[1])
+    assert healthy(settings.model_copy(update={**nothing, "collector_port": collector}))
+    worker = int(services["filter-metrics"].rsplit(":", 1)[1].split("/")[0])
+    assert healthy(settings.model_copy(update={**nothing, "metrics_port": worker}))
