@@ -270,3 +270,19 @@ def markdown_table() -> str:
         writes = ", ".join(s.writes) or "—"
         rows.append(f"| `{s.name}` | {s.kind} | {reads} | {writes} | {s.scaling.rule()} |")
     return "\n".join(rows) + "\n"
+
+
+def actions_table() -> str:
+    """docs/deploy.md's table of IAM actions per stage (a test keeps them equal)."""
+    rows = ["| stage | resource | actions |", "|---|---|---|"]
+    for s in STAGES:
+        for g in s.grants:
+            where = f"`{g.resource.value}`" + (
+                " " + ", ".join(f"`{p}/`" for p in g.prefixes) if g.prefixes else ""
+            )
+            rows.append(f"| `{s.name}` | {where} | {', '.join(g.actions)} |")
+        if s.queues:
+            names = ", ".join(f"`{q.setting}`" for q in s.queues)
+            rows.append(f"| `{s.name}` | {names} | {', '.join(QUEUE_ACTIONS)} |")
+            rows.append(f"| `{s.name}` | their dead-letter queues | {', '.join(DLQ_ACTIONS)} |")
+    return "\n".join(rows) + "\n"

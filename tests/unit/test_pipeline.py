@@ -127,3 +127,10 @@ def test_the_database_password_goes_into_the_url() -> None:
     assert (
         secret.require_database_url() == "postgresql://telemetry:p%40ss%3A%2Fword@db:5432/telemetry"
     )
+
+
+def test_the_deployment_guide_lists_each_stages_actions() -> None:
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    assert pipeline.actions_table() in guide
+    for s in STAGES:
+        assert f"| `{s.name}` | {s.kind} | {s.scaling.rule()} |" in guide
