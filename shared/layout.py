@@ -12,6 +12,8 @@ depends on when the store was listed, so no attempt may overwrite another.
   select a ticket's lines and compare events byte for byte without parsing.
 - `quarantine/`: NDJSON `{"reason", "line"}` of what was refused.
 - `enriched/`: NDJSON, one ticket's metrics per line.
+- `parked/<tenant>/<stage>/`: NDJSON of tickets a stage could not process,
+  each with its `reason` (shared/isolation.py); docs/operations.md says what to do.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ QUARANTINE = "quarantine"
 STORE = "store"
 CONSOLIDATED = "consolidated"
 ENRICHED = "enriched"
+PARKED = "parked"
 ATTEMPT_SEP = "~"
 
 
@@ -71,6 +74,10 @@ def raw_key(tenant: str, batch: str) -> str:
 def stage_key(stage: str, tenant: str, batch: str) -> str:
     suffix = ".lines.gz" if stage in (FILTERED, CONSOLIDATED) else ".ndjson.gz"
     return f"{stage}/{tenant}/{batch}{suffix}"
+
+
+def parked_key(tenant: str, stage: str, batch: str) -> str:
+    return f"{PARKED}/{tenant}/{stage}/{batch}.ndjson.gz"
 
 
 def store_prefix(tenant: str, bucket: int) -> str:
