@@ -24,7 +24,7 @@ EVENT_TYPES: Final = (
 # Rank used to break ties between events of the same effective time.
 TYPE_RANK: Final = {t: i for i, t in enumerate(EVENT_TYPES)}
 
-TENANT_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+TENANT_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # always fullmatch
 TIMESTAMP_RE: Final = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$",
     re.ASCII,

@@ -87,7 +87,7 @@ def store_prefix(tenant: str, bucket: int) -> str:
 def parse_key(key: str) -> tuple[str, str, str]:
     """(stage, tenant, name) of any stage object; the name is a batch or attempt name."""
     parts = key.split("/")
-    if len(parts) < 3 or not TENANT_RE.match(parts[1]):
+    if len(parts) < 3 or not TENANT_RE.fullmatch(parts[1]):
         raise BadKeyError(f"not a telemetry object key: {key!r}")
     batch = parts[-1].split(".", 1)[0]
     if not batch:
