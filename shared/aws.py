@@ -75,6 +75,24 @@ def client_config(settings: Settings, *, interactive: bool = False) -> Config:
     )
 
 
+async def with_account(settings: Settings) -> Settings:
+    """Settings with the account's default names filled in. STS GetCallerIdentity
+    needs no permission; it is called only when a name is left unset (the
+    deployments set them all, so they make no call)."""
+    if not settings.needs_account():
+        return settings
+    session = aioboto3.Session(
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        region_name=settings.aws_region,
+    )
+    config = client_config(settings)
+    async with session.client("sts", endpoint_url=settings.aws_endpoint_url, config=config) as sts:
+        me = await sts.get_caller_identity()
+    partition = str(me["Arn"]).split(":")[1]
+    return settings.with_account(str(me["Account"]), partition)
+
+
 @asynccontextmanager
 async def open_aws(settings: Settings, *, interactive: bool = False) -> AsyncIterator[Aws]:
     session = aioboto3.Session(

@@ -33,10 +33,13 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY")
     )
 
-    bucket: str = "telemetry-data"
+    # Unset: telemetry-<account id>-<region>, a name no other account can hold
+    # (S3 names are global); see `with_account`.
+    bucket: str = ""
     stream: str = "telemetry-events"
     stream_shards: int = Field(default=2, ge=1)
     topic: str = "telemetry-tickets"
+    topic_arn: str = ""  # unset: built from `topic`, the account and the region
     filter_queue: str = "telemetry-filter"
     consolidator_queue: str = "telemetry-consolidator"
     enricher_queue: str = "telemetry-enricher"
@@ -85,14 +88,18 @@ class Settings(BaseSettings):
     def report_calendars(self) -> tuple[Calendar, ...]:
         return calendars(tuple(z.strip() for z in self.report_zones.split(",") if z.strip()))
 
-    def queue_names(self) -> list[str]:
-        return [
-            self.filter_queue,
-            self.consolidator_queue,
-            self.enricher_queue,
-            self.realtime_queue,
-            self.reports_queue,
-        ]
+    def needs_account(self) -> bool:
+        return not (self.bucket and self.topic_arn)
+
+    def with_account(self, account: str, partition: str = "aws") -> Settings:
+        """The names that depend on the AWS account, where they are not set."""
+        return self.model_copy(
+            update={
+                "bucket": self.bucket or f"telemetry-{account}-{self.aws_region}",
+                "topic_arn": self.topic_arn
+                or f"arn:{partition}:sns:{self.aws_region}:{account}:{self.topic}",
+            }
+        )
 
     def require_database_url(self) -> str:
         if not self.database_url:

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from shared.auth import SCOPES, KeyStore
-from shared.aws import open_aws
+from shared.aws import open_aws, with_account
 from shared.events import TENANT_RE
 from shared.settings import Settings
-from telemetry.provision import provision
+from telemetry.provision import migrate, provision
 
 
 class UsageError(ValueError):
     """Bad arguments on the command line."""
 
 
-async def provision_command(settings: Settings) -> None:
+async def provision_command(settings: Settings, *, database: bool = True) -> Settings:
+    """Provision; returns the settings with the account's default names filled in."""
+    settings = await with_account(settings)
     async with open_aws(settings) as aws:
-        await provision(aws, settings)
+        await provision(aws, settings, database=database)
+    return settings
+
+
+async def migrate_command(settings: Settings) -> None:
+    """The schema alone: what a deployment runs before each release."""
+    await migrate(settings.require_database_url())
 
 
 def parse_scopes(text: str) -> frozenset[str]:

@@ -20,15 +20,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from shared.pipeline import SERVICES, STAGES, Kind
 from shared.settings import LOCAL_ENV_FILE, Settings
-from telemetry.cli import SERVICES
 from telemetry.commands import create_key, provision_command
 
 DATA_DIR = Path(".telemetry")
 STOP_GRACE_S = 45.0  # more than a worker's drain timeout
 # `/metrics` of the queue workers (the HTTP services serve it on their own port).
-METRICS_PORTS = {"dumper": 9101, "filter": 9102, "consolidator": 9103, "enricher": 9104,
-                 "loader": 9105}  # fmt: skip
+METRICS_PORTS = {
+    s.name: 9101 + i for i, s in enumerate(s for s in STAGES if s.kind is not Kind.HTTP)
+}
 
 
 class StackError(RuntimeError):

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.aws import Aws, open_aws
+from shared.aws import Aws, open_aws, with_account
+from shared.pipeline import SERVICES
 from shared.settings import Settings
-from telemetry.cli import SERVICES
 from telemetry.commands import create_key, provision_command
 from telemetry.up import free_port, start_moto, start_postgres, wait_http
 
@@ -80,14 +80,14 @@ def settings_of(env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def settings(stack_env: dict[str, str]) -> Settings:
-    return settings_of(stack_env)
+async def settings(stack_env: dict[str, str]) -> Settings:
+    """As the services see them: the bucket and topic named after moto's account."""
+    return await with_account(settings_of(stack_env))
 
 
 @pytest.fixture(scope="session")
 async def provisioned(settings: Settings) -> Settings:
-    await provision_command(settings)
-    return settings
+    return await provision_command(settings)
 
 
 @pytest.fixture(scope="session")
