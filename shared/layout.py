@@ -12,6 +12,8 @@ depends on when the store was listed, so no attempt may overwrite another.
   select a ticket's lines and compare events byte for byte without parsing.
 - `quarantine/`: NDJSON `{"reason", "line"}` of what was refused.
 - `enriched/`: NDJSON, one ticket's metrics per line.
+- `parked/<tenant>/<stage>/`: NDJSON of tickets a stage could not process,
+  each with its `reason` (shared/isolation.py); docs/operations.md says what to do.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ QUARANTINE = "quarantine"
 STORE = "store"
 CONSOLIDATED = "consolidated"
 ENRICHED = "enriched"
+PARKED = "parked"
 ATTEMPT_SEP = "~"
 
 
@@ -73,6 +76,10 @@ def stage_key(stage: str, tenant: str, batch: str) -> str:
     return f"{stage}/{tenant}/{batch}{suffix}"
 
 
+def parked_key(tenant: str, stage: str, batch: str) -> str:
+    return f"{PARKED}/{tenant}/{stage}/{batch}.ndjson.gz"
+
+
 def store_prefix(tenant: str, bucket: int) -> str:
     return f"{STORE}/{tenant}/{bucket:04d}/"
 
@@ -80,7 +87,7 @@ def store_prefix(tenant: str, bucket: int) -> str:
 def parse_key(key: str) -> tuple[str, str, str]:
     """(stage, tenant, name) of any stage object; the name is a batch or attempt name."""
     parts = key.split("/")
-    if len(parts) < 3 or not TENANT_RE.match(parts[1]):
+    if len(parts) < 3 or not TENANT_RE.fullmatch(parts[1]):
         raise BadKeyError(f"not a telemetry object key: {key!r}")
     batch = parts[-1].split(".", 1)[0]
     if not batch:

@@ -58,7 +58,14 @@ class Settings(BaseSettings):
     collector_port: int = 8080
     # Requests within this many ms share one PutRecords (group commit).
     collector_linger_ms: int = Field(default=25, ge=0, le=1000)
+    # Bytes of accepted requests waiting for the stream; beyond it the collector
+    # answers 503 at once instead of queueing without bound.
+    collector_max_pending_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     report_port: int = 8081
+    # HTTP services: a request not answered within this (a dependency is slow or
+    # down) gets 503 with Retry-After; also the report service's statement timeout.
+    request_timeout_s: float = Field(default=8.0, gt=0, le=120)
+    readyz_cache_s: float = Field(default=5.0, ge=0)  # /readyz re-checks at most this often
     metrics_port: int = Field(default=0, ge=0, le=65535)  # queue workers' /metrics; 0: off
 
     buffer_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)

@@ -34,7 +34,7 @@ def parse_scopes(text: str) -> frozenset[str]:
 
 
 async def create_key(settings: Settings, tenant: str, scopes: str) -> str:
-    if not TENANT_RE.match(tenant):
+    if not TENANT_RE.fullmatch(tenant):
         raise UsageError(f"tenant must match {TENANT_RE.pattern}")
     async with open_aws(settings) as aws:
         return await KeyStore(aws.dynamodb, settings.keys_table).create(
