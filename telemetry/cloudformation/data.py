@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.layout import CONSOLIDATED, ENRICHED, FILTERED, QUARANTINE, RAW
+from shared.layout import CONSOLIDATED, ENRICHED, FILTERED, PARKED, QUARANTINE, RAW
 from shared.pipeline import QUEUES, Feed, Resource
 from shared.realtime import OPEN_FIELDS, OPEN_INDEX, OPEN_KEY
 from telemetry.cloudformation.base import (
@@ -81,13 +81,16 @@ def lifecycle() -> Json:
             "Transitions": [{"StorageClass": "STANDARD_IA", "TransitionInDays": 30}],
             "ExpirationInDays": ref("RawRetentionDays"),
         },
-        {
-            "Id": "quarantine",
-            "Status": "Enabled",
-            "Prefix": f"{QUARANTINE}/",
-            "ExpirationInDays": ref("RawRetentionDays"),
-        },
     ]
+    for prefix in (QUARANTINE, PARKED):  # kept as long as what they were refused from
+        rules.append(
+            {
+                "Id": prefix,
+                "Status": "Enabled",
+                "Prefix": f"{prefix}/",
+                "ExpirationInDays": ref("RawRetentionDays"),
+            }
+        )
     for prefix in INTERMEDIATE:
         rules.append(
             {

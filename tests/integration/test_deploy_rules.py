@@ -71,7 +71,11 @@ def test_provision_without_a_database_is_an_error_unless_skipped(
 
 
 async def test_every_stage_calls_only_the_actions_it_declares(
-    services: dict[str, str], new_key: KeyMaker, http: httpx.AsyncClient, aws: Aws
+    services: dict[str, str],
+    new_key: KeyMaker,
+    http: httpx.AsyncClient,
+    aws: Aws,
+    provisioned: Settings,
 ) -> None:
     """Each process counts its AWS requests by operation; after a ticket went
     through every stage, each stage's operations are within its declared
@@ -93,6 +97,8 @@ async def test_every_stage_calls_only_the_actions_it_declares(
         return int(resp.json()["waiting_now"]["total"])
 
     await eventually(realtime, lambda n: n == 1)
+    for name in ("collector", "report"):  # readiness checks call AWS too
+        assert (await http.get(services[name] + "/readyz")).status_code == 200
     for stage in STAGES:
         url = services.get(f"{stage.name}-metrics") or services[stage.name] + "/metrics"
         text = (await http.get(url)).text
@@ -101,6 +107,13 @@ async def test_every_stage_calls_only_the_actions_it_declares(
         assert not {a for a in used if a.split(":")[1].startswith("Create")}, stage.name
         undeclared = used - stage.actions() - NO_PERMISSION_NEEDED
         assert not undeclared, f"{stage.name} calls {sorted(undeclared)} it does not declare"
+    # Every prefix written so far (by every test of the session) is one a stage may write.
+    writable = {
+        p for s in STAGES for g in s.grants if "s3:PutObject" in g.actions for p in g.prefixes
+    }
+    listing = await aws.s3.list_objects_v2(Bucket=provisioned.bucket, Delimiter="/")
+    written = {c["Prefix"].rstrip("/") for c in listing.get("CommonPrefixes", [])}
+    assert written and written <= writable, written - writable
 
 
 def test_the_image_health_check_finds_whichever_service_runs(
