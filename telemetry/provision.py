@@ -91,7 +91,8 @@ async def ensure_queue(aws: Aws, settings: Settings, queue: Queue) -> tuple[str,
 
 
 async def allow_sender(aws: Aws, queue: str, queue_arn: str, service: str, source_arn: str) -> None:
-    """Only our bucket (or topic) may send to the queue."""
+    """Only our bucket (or topic), of our account, may send to the queue."""
+    account = queue_arn.split(":")[4]  # the queue's account is the bucket's and the topic's
     policy = {
         "Version": "2012-10-17",
         "Statement": [
@@ -100,7 +101,10 @@ async def allow_sender(aws: Aws, queue: str, queue_arn: str, service: str, sourc
                 "Principal": {"Service": service},
                 "Action": "sqs:SendMessage",
                 "Resource": queue_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": source_arn}},
+                "Condition": {
+                    "ArnEquals": {"aws:SourceArn": source_arn},
+                    "StringEquals": {"aws:SourceAccount": account},
+                },
             }
         ],
     }

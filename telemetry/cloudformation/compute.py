@@ -305,7 +305,8 @@ def scaling(stage: Stage) -> Json:
             "TargetValue": stage.scaling.cpu_percent,
         }
     else:
-        # Visible messages of the stage's queues per running task.
+        # Visible messages of the stage's queues per running task (AWS's backlog-per-task
+        # recipe; MinCapacity is at least 1, so the divisor is never 0).
         metrics: list[Json] = [
             {
                 "Id": f"q{i}",
@@ -343,7 +344,7 @@ def scaling(stage: Stage) -> Json:
         total = " + ".join(f"q{i}" for i in range(len(stage.queues)))
         metrics.append(
             {"Id": "backlog", "Label": "messages per task", "ReturnData": True,
-             "Expression": f"({total}) / MAX([tasks, 1])"}
+             "Expression": f"({total}) / tasks"}
         )  # fmt: skip
         tracking = {
             "CustomizedMetricSpecification": {"Metrics": metrics},

@@ -4,6 +4,7 @@ IAM policy would refuse."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from shared.aws import Aws, open_aws
-from shared.pipeline import STAGES
+from shared.pipeline import QUEUES, STAGES, Feed
 from shared.settings import Settings
 from telemetry.commands import provision_command
 from telemetry.healthcheck import healthy
@@ -126,3 +127,17 @@ def test_the_image_health_check_finds_whichever_service_runs(
     assert healthy(settings.model_copy(update={**nothing, "collector_port": collector}))
     worker = int(services["filter-metrics"].rsplit(":", 1)[1].split("/")[0])
     assert healthy(settings.model_copy(update={**nothing, "metrics_port": worker}))
+
+
+async def test_provisioned_queues_take_messages_only_from_our_sources(
+    provisioned: Settings, aws: Aws
+) -> None:
+    for queue in QUEUES:
+        url = (await aws.sqs.get_queue_url(QueueName=queue.name(provisioned)))["QueueUrl"]
+        attrs = await aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])
+        (statement,) = json.loads(attrs["Attributes"]["Policy"])["Statement"]
+        source = provisioned.topic_arn if queue.feed is Feed.TOPIC else None
+        assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == (
+            source or f"arn:aws:s3:::{provisioned.bucket}"
+        )
+        assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == MOTO_ACCOUNT

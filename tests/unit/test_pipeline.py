@@ -134,3 +134,8 @@ def test_the_deployment_guide_lists_each_stages_actions() -> None:
     assert pipeline.actions_table() in guide
     for s in STAGES:
         assert f"| `{s.name}` | {s.kind} | {s.scaling.rule()} |" in guide
+
+
+def test_queue_workers_never_scale_to_zero() -> None:
+    """The ECS scaling divides the backlog by running tasks."""
+    assert all(s.scaling.min >= 1 for s in STAGES)
