@@ -6,18 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from shared.pipeline import (
-    DLQ_ACTIONS,
-    QUEUE_ACTIONS,
     QUEUES,
     STAGES,
     STOP_GRACE_S,
-    Grant,
     Kind,
-    Resource,
     Stage,
 )
 from telemetry.cloudformation.base import (
-    BUCKET_ARN,
     DEFAULTS,
     IMAGE_USER,
     TABLE_IDS,
@@ -30,58 +25,8 @@ from telemetry.cloudformation.base import (
     sub,
     when,
 )
-
-
-def resource_arns(grant: Grant) -> list[Any]:
-    if grant.resource is Resource.BUCKET:
-        if grant.actions == ("s3:ListBucket",):
-            return [sub(BUCKET_ARN)]
-        return [sub(f"{BUCKET_ARN}/{p}/*") for p in grant.prefixes]
-    if grant.resource is Resource.STREAM:
-        return [att("Stream", "Arn")]
-    if grant.resource is Resource.TOPIC:
-        return [ref("Topic")]
-    table_arn = att(TABLE_IDS[grant.resource], "Arn")
-    return [table_arn, {"Fn::Join": ["", [table_arn, "/index/*"]]}]
-
-
-def statement(grant: Grant) -> Json:
-    out: Json = {
-        "Effect": "Allow",
-        "Action": sorted(grant.actions),
-        "Resource": resource_arns(grant),
-    }
-    if grant.actions == ("s3:ListBucket",):
-        out["Condition"] = {"StringLike": {"s3:prefix": [f"{p}/*" for p in grant.prefixes]}}
-    return out
-
-
-def task_policy(stage: Stage) -> list[Json]:
-    statements = [statement(g) for g in stage.grants]
-    if stage.queues:
-        statements.append(
-            {
-                "Effect": "Allow",
-                "Action": sorted(QUEUE_ACTIONS),
-                "Resource": [att(queue_id(q), "Arn") for q in stage.queues],
-            }
-        )
-        statements.append(
-            {
-                "Effect": "Allow",
-                "Action": sorted(DLQ_ACTIONS),
-                "Resource": [att(queue_id(q) + "Dlq", "Arn") for q in stage.queues],
-            }
-        )
-    # Every data resource but the queues is encrypted with DataKey.
-    statements.append(
-        {
-            "Effect": "Allow",
-            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-            "Resource": att("DataKey", "Arn"),
-        }
-    )
-    return statements
+from telemetry.cloudformation.roles import task_policy
+from telemetry.cloudformation.scaling import scaling
 
 
 def environment(stage: Stage) -> list[Json]:
@@ -279,90 +224,6 @@ def stage_resources(stage: Stage) -> Json:
     }
     if not single:
         out.update(scaling(stage))
-    return out
-
-
-def scaling(stage: Stage) -> Json:
-    s = camel(stage.name)
-    resource_id = {"Fn::Join": ["/", ["service", ref("Cluster"), att(f"{s}Service", "Name")]]}
-    out: Json = {
-        f"{s}Scaling": {
-            "Type": "AWS::ApplicationAutoScaling::ScalableTarget",
-            "Properties": {
-                "ServiceNamespace": "ecs",
-                "ScalableDimension": "ecs:service:DesiredCount",
-                "ResourceId": resource_id,
-                "MinCapacity": stage.scaling.min,
-                "MaxCapacity": stage.scaling.max,
-            },
-        }
-    }
-    if stage.scaling.cpu_percent:
-        tracking: Json = {
-            "PredefinedMetricSpecification": {
-                "PredefinedMetricType": "ECSServiceAverageCPUUtilization"
-            },
-            "TargetValue": stage.scaling.cpu_percent,
-        }
-    else:
-        # Visible messages of the stage's queues per running task (AWS's backlog-per-task
-        # recipe; MinCapacity is at least 1, so the divisor is never 0).
-        metrics: list[Json] = [
-            {
-                "Id": f"q{i}",
-                "ReturnData": False,
-                "MetricStat": {
-                    "Stat": "Sum",
-                    "Metric": {
-                        "Namespace": "AWS/SQS",
-                        "MetricName": "ApproximateNumberOfMessagesVisible",
-                        "Dimensions": [
-                            {"Name": "QueueName", "Value": att(queue_id(q), "QueueName")}
-                        ],
-                    },
-                },
-            }
-            for i, q in enumerate(stage.queues)
-        ]
-        metrics.append(
-            {
-                "Id": "tasks",
-                "ReturnData": False,
-                "MetricStat": {
-                    "Stat": "Average",
-                    "Metric": {
-                        "Namespace": "ECS/ContainerInsights",
-                        "MetricName": "RunningTaskCount",
-                        "Dimensions": [
-                            {"Name": "ClusterName", "Value": ref("Cluster")},
-                            {"Name": "ServiceName", "Value": att(f"{s}Service", "Name")},
-                        ],
-                    },
-                },
-            }
-        )
-        total = " + ".join(f"q{i}" for i in range(len(stage.queues)))
-        metrics.append(
-            {"Id": "backlog", "Label": "messages per task", "ReturnData": True,
-             "Expression": f"({total}) / tasks"}
-        )  # fmt: skip
-        tracking = {
-            "CustomizedMetricSpecification": {"Metrics": metrics},
-            "TargetValue": stage.scaling.backlog_per_replica,
-        }
-    out[f"{s}ScalingPolicy"] = {
-        "Type": "AWS::ApplicationAutoScaling::ScalingPolicy",
-        "Properties": {
-            "PolicyName": sub("${Name}-" + stage.name),
-            "PolicyType": "TargetTrackingScaling",
-            "ScalingTargetId": ref(f"{s}Scaling"),
-            "TargetTrackingScalingPolicyConfiguration": {
-                **tracking,
-                "ScaleInCooldown": 120,
-                "ScaleOutCooldown": 30,
-            },
-        },
-    }
     return out
 
 
