@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from shared.layout import CONSOLIDATED, ENRICHED, FILTERED, QUARANTINE, RAW, STORE
+from shared.layout import CONSOLIDATED, ENRICHED, FILTERED, PARKED, QUARANTINE, RAW, STORE
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -143,7 +143,7 @@ ENRICHER_QUEUE = Queue("enricher_queue", Feed.BUCKET, CONSOLIDATED)
 REALTIME_QUEUE = Queue("realtime_queue", Feed.TOPIC, ENRICHED)
 REPORTS_QUEUE = Queue("reports_queue", Feed.TOPIC, ENRICHED)
 
-_KEYS_READ = Grant(Resource.KEYS_TABLE, ("dynamodb:GetItem",))
+_KEYS_READ = Grant(Resource.KEYS_TABLE, ("dynamodb:GetItem", "dynamodb:DescribeTable"))
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -208,11 +208,13 @@ STAGES: tuple[Stage, ...] = (
         kind=Kind.QUEUE,
         does="the metric engine and the SNS fan-out",
         reads=f"{CONSOLIDATED}/ objects",
-        writes=(f"{ENRICHED}/", "SNS topic"),
+        writes=(f"{ENRICHED}/", f"{PARKED}/", "SNS topic"),
         scaling=WORKERS,
         grants=(
-            Grant(Resource.BUCKET, ("s3:GetObject",), (CONSOLIDATED,)),
-            Grant(Resource.BUCKET, ("s3:PutObject",), (ENRICHED,)),
+            Grant(Resource.BUCKET, ("s3:GetObject",), (CONSOLIDATED, FILTERED)),
+            # a batch's own lines may be missing (a replay): 404 needs ListBucket, else 403
+            Grant(Resource.BUCKET, ("s3:ListBucket",), (FILTERED,)),
+            Grant(Resource.BUCKET, ("s3:PutObject",), (ENRICHED, PARKED)),
             Grant(Resource.TOPIC, ("sns:Publish", "sns:GetTopicAttributes")),
         ),
         queues=(ENRICHER_QUEUE,),
@@ -222,10 +224,11 @@ STAGES: tuple[Stage, ...] = (
         kind=Kind.QUEUE,
         does="DynamoDB real-time view; PostgreSQL facts and rollups",
         reads="SNS topic (two queues: real-time and reports)",
-        writes=("realtime table", "PostgreSQL"),
+        writes=("realtime table", "PostgreSQL", f"{PARKED}/"),
         scaling=WORKERS,
         grants=(
             Grant(Resource.BUCKET, ("s3:GetObject",), (ENRICHED,)),
+            Grant(Resource.BUCKET, ("s3:PutObject",), (PARKED,)),
             Grant(Resource.REALTIME_TABLE, ("dynamodb:PutItem",)),
         ),
         queues=(REALTIME_QUEUE, REPORTS_QUEUE),
@@ -238,7 +241,10 @@ STAGES: tuple[Stage, ...] = (
         reads="GET /v1/tenants/…",
         writes=(),
         scaling=HTTP,
-        grants=(Grant(Resource.REALTIME_TABLE, ("dynamodb:Query",)), _KEYS_READ),
+        grants=(
+            Grant(Resource.REALTIME_TABLE, ("dynamodb:Query", "dynamodb:DescribeTable")),
+            _KEYS_READ,
+        ),
         port_setting="report_port",
         database=True,
     ),
