@@ -123,6 +123,19 @@ report_zones = Table(
 )
 
 
+# Deployment-wide facts; `generation` names the state of the bucket the derived
+# tables were built from (telemetry/rebuild.py): a mismatch means they disagree.
+deployment_state = Table(
+    "deployment_state",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Tables that are a pure function of the ticket store: a rebuild empties them.
+DERIVED_TABLES = ("tickets", "ticket_measures", "rollups", "realtime_outbox")
+
+
 def async_url(url: str) -> str:
     """Accept plain `postgresql://` URLs and use the asyncpg driver."""
     for prefix in ("postgresql://", "postgres://"):

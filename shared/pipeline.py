@@ -212,7 +212,9 @@ STAGES: tuple[Stage, ...] = (
         writes=(f"{ENRICHED}/", f"{PARKED}/", "SNS topic"),
         scaling=WORKERS,
         grants=(
-            Grant(Resource.BUCKET, ("s3:GetObject",), (CONSOLIDATED,)),
+            Grant(Resource.BUCKET, ("s3:GetObject",), (CONSOLIDATED, FILTERED)),
+            # a batch's own lines may be missing (a replay): 404 needs ListBucket, else 403
+            Grant(Resource.BUCKET, ("s3:ListBucket",), (FILTERED,)),
             # parked/<tenant>/<stage>/: the tenant comes first, so no narrower prefix.
             Grant(Resource.BUCKET, ("s3:PutObject",), (ENRICHED, PARKED)),
             Grant(Resource.TOPIC, ("sns:Publish", "sns:GetTopicAttributes")),

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import sys
+from pathlib import Path
 
 from shared.aws import with_account
 from shared.pipeline import SERVICES, Resource, stage
@@ -21,6 +22,21 @@ def _parser() -> argparse.ArgumentParser:
     prov.add_argument(
         "--skip-database", action="store_true", help="AWS resources only; no schema migration"
     )
+    prov.add_argument(
+        "--local",
+        action="store_true",
+        help="a local stack: rebuild the derived data if the emulator lost or rolled back its own",
+    )
+    sub.add_parser(
+        "rebuild",
+        help="empty PostgreSQL's tickets and rollups and the real-time view, and derive them"
+        " again from the ticket store (the running pipeline loads them)",
+    )
+    emu = sub.add_parser("emulator", help="the AWS emulation, keeping its data (docker compose)")
+    emu.add_argument("--host", default="0.0.0.0")
+    emu.add_argument("--port", type=int, default=5000)
+    emu.add_argument("--state-dir", type=Path, default=Path("/data"))
+    emu.add_argument("--ready-file", type=Path, default=Path("/tmp/telemetry-emulator-ready"))
     sub.add_parser("migrate", help="migrate the database schema to this version (idempotent)")
     keys = sub.add_parser("keys", help="API keys").add_subparsers(
         dest="keys_command", required=True
@@ -70,12 +86,21 @@ def _run(args: argparse.Namespace) -> int:
         from telemetry.up import up
 
         return up()
+    if args.command == "emulator":
+        from telemetry.emulator import emulator
+
+        return emulator(args.host, args.port, args.state_dir, args.ready_file)
     settings = load_settings(local_env=True)
     if args.command == "provision":
         from telemetry.commands import provision_command
 
-        asyncio.run(provision_command(settings, database=not args.skip_database))
+        asyncio.run(provision_command(settings, database=not args.skip_database, local=args.local))
         print("provisioned" + (" (without the database)" if args.skip_database else ""))
+        return 0
+    if args.command == "rebuild":
+        from telemetry.commands import rebuild_command
+
+        print(asyncio.run(rebuild_command(settings)))
         return 0
     if args.command == "migrate":
         from telemetry.commands import migrate_command

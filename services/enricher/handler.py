@@ -25,7 +25,7 @@ from shared.layout import (
     expect_key,
     stage_key,
 )
-from shared.objects import get_bytes, put_bytes
+from shared.objects import ObjectMissingError, get_bytes, put_bytes
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -123,7 +123,10 @@ async def handle(deps: EnricherDeps, key: str) -> None:
     tenant, name = expect_key(key, CONSOLIDATED)
     lines = list(decode_lines(await get_bytes(deps.s3, deps.bucket, key)))
     own_key = stage_key(FILTERED, tenant, batch_of(name))
-    own = set(decode_lines(await get_bytes(deps.s3, deps.bucket, own_key)))
+    try:
+        own = set(decode_lines(await get_bytes(deps.s3, deps.bucket, own_key)))
+    except ObjectMissingError:  # a replay (telemetry rebuild), or expired: all lines are
+        own = set(lines)  # its own, which can only mark more tickets for the real-time view
     out_key = stage_key(ENRICHED, tenant, name)
     # CPU-bound: off the event loop, so other messages' heartbeats keep their beat.
     records, failed = await asyncio.to_thread(enrich, tenant, lines, own)
