@@ -53,8 +53,11 @@ unit: install
 integration: install
 	$(BIN)/pytest tests/integration
 
+# Our own pytest folder: on a machine shared by several checkouts, pytest's
+# default (/tmp/pytest-of-USER, three kept) lets another run delete the
+# embedded PostgreSQL's data under a running suite.
 test: lint typecheck deploy-check
-	$(BIN)/pytest
+	$(BIN)/pytest --basetemp=$(VENV)/pytest-tmp
 
 # Every deployment file through its validator (see docs/deploy.md).
 deploy-check: tools
