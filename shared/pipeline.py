@@ -143,6 +143,7 @@ ENRICHER_QUEUE = Queue("enricher_queue", Feed.BUCKET, CONSOLIDATED)
 REALTIME_QUEUE = Queue("realtime_queue", Feed.TOPIC, ENRICHED)
 REPORTS_QUEUE = Queue("reports_queue", Feed.TOPIC, ENRICHED)
 
+# Every request's key check; /readyz describes the table.
 _KEYS_READ = Grant(Resource.KEYS_TABLE, ("dynamodb:GetItem", "dynamodb:DescribeTable"))
 
 STAGES: tuple[Stage, ...] = (
@@ -214,6 +215,7 @@ STAGES: tuple[Stage, ...] = (
             Grant(Resource.BUCKET, ("s3:GetObject",), (CONSOLIDATED, FILTERED)),
             # a batch's own lines may be missing (a replay): 404 needs ListBucket, else 403
             Grant(Resource.BUCKET, ("s3:ListBucket",), (FILTERED,)),
+            # parked/<tenant>/<stage>/: the tenant comes first, so no narrower prefix.
             Grant(Resource.BUCKET, ("s3:PutObject",), (ENRICHED, PARKED)),
             Grant(Resource.TOPIC, ("sns:Publish", "sns:GetTopicAttributes")),
         ),
@@ -275,4 +277,20 @@ def markdown_table() -> str:
             reads = f"{s.reads} via {names} (+ DLQ)"
         writes = ", ".join(s.writes) or "—"
         rows.append(f"| `{s.name}` | {s.kind} | {reads} | {writes} | {s.scaling.rule()} |")
+    return "\n".join(rows) + "\n"
+
+
+def actions_table() -> str:
+    """docs/deploy.md's table of IAM actions per stage (a test keeps them equal)."""
+    rows = ["| stage | resource | actions |", "|---|---|---|"]
+    for s in STAGES:
+        for g in s.grants:
+            where = f"`{g.resource.value}`" + (
+                " " + ", ".join(f"`{p}/`" for p in g.prefixes) if g.prefixes else ""
+            )
+            rows.append(f"| `{s.name}` | {where} | {', '.join(g.actions)} |")
+        if s.queues:
+            names = ", ".join(f"`{q.setting}`" for q in s.queues)
+            rows.append(f"| `{s.name}` | {names} | {', '.join(QUEUE_ACTIONS)} |")
+            rows.append(f"| `{s.name}` | their dead-letter queues | {', '.join(DLQ_ACTIONS)} |")
     return "\n".join(rows) + "\n"

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     realtime_table: str = "telemetry-realtime"
 
     database_url: str | None = None
+    # Put into the URL's password: lets a deployment keep the URL in plain
+    # configuration and the password in a secret (RDS's managed master secret).
+    database_password: str | None = None
 
     host: str = "127.0.0.1"
     collector_port: int = 8080
@@ -104,7 +107,12 @@ class Settings(BaseSettings):
     def require_database_url(self) -> str:
         if not self.database_url:
             raise RuntimeError("TELEMETRY_DATABASE_URL is not set")
-        return self.database_url
+        if self.database_password is None:
+            return self.database_url
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.database_url).set(password=self.database_password)
+        return url.render_as_string(hide_password=False)
 
 
 def load_settings(*, local_env: bool = False) -> Settings:

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 import migrations
 from shared.aws import Aws
 from shared.db import make_engine
-from shared.pipeline import QUEUES, Feed, Queue
+from shared.pipeline import QUEUES, Feed, Queue, Resource
 from shared.realtime import OPEN_FIELDS, OPEN_INDEX, OPEN_KEY
 from shared.settings import Settings
 
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     )
 
 DLQ_RETENTION_S = 14 * 86_400
+# The tables with a single string key (the real-time table is made below).
+HASH_KEYS = {Resource.KEYS_TABLE: "key_hash", Resource.CHECKPOINTS_TABLE: "shard"}
+REALTIME_TTL = "expires_at"
 
 
 class ProvisionError(RuntimeError):
@@ -88,7 +91,8 @@ async def ensure_queue(aws: Aws, settings: Settings, queue: Queue) -> tuple[str,
 
 
 async def allow_sender(aws: Aws, queue: str, queue_arn: str, service: str, source_arn: str) -> None:
-    """Only our bucket (or topic) may send to the queue."""
+    """Only our bucket (or topic), of our account, may send to the queue."""
+    account = queue_arn.split(":")[4]  # the queue's account is the bucket's and the topic's
     policy = {
         "Version": "2012-10-17",
         "Statement": [
@@ -97,7 +101,10 @@ async def allow_sender(aws: Aws, queue: str, queue_arn: str, service: str, sourc
                 "Principal": {"Service": service},
                 "Action": "sqs:SendMessage",
                 "Resource": queue_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": source_arn}},
+                "Condition": {
+                    "ArnEquals": {"aws:SourceArn": source_arn},
+                    "StringEquals": {"aws:SourceAccount": account},
+                },
             }
         ],
     }
@@ -205,7 +212,7 @@ async def ensure_realtime_table(aws: Aws, table: str) -> None:
             {"AttributeName": "ticket_id", "KeyType": "RANGE"},
         ],
         key_attributes,
-        ttl_attribute="expires_at",
+        ttl_attribute=REALTIME_TTL,
         indexes=[OPEN_INDEX_SPEC],
     )
     desc = await aws.dynamodb.describe_table(TableName=table)
@@ -319,13 +326,10 @@ async def provision(aws: Aws, settings: Settings, *, database: bool = True) -> N
         else:
             await allow_sender(aws, name, arns[queue], "s3.amazonaws.com", bucket_arn)
     await ensure_notifications(aws, settings, arns)
-    for table, hash_key in (
-        (settings.keys_table, "key_hash"),
-        (settings.checkpoints_table, "shard"),
-    ):
+    for resource, hash_key in HASH_KEYS.items():
         await ensure_table(
             aws,
-            table,
+            getattr(settings, resource.value),
             [{"AttributeName": hash_key, "KeyType": "HASH"}],
             [{"AttributeName": hash_key, "AttributeType": "S"}],
         )

@@ -4,6 +4,7 @@ IAM policy would refuse."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,10 +15,13 @@ import httpx
 import pytest
 
 from shared.aws import Aws, open_aws
-from shared.pipeline import STAGES
+from shared.pipeline import QUEUES, STAGES, Feed
 from shared.settings import Settings
 from telemetry.commands import provision_command
+from telemetry.healthcheck import healthy
 from telemetry.provision import ProvisionError
+from telemetry.rebuild import GENERATION_KEY
+from telemetry.up import free_port
 from tests.integration.helpers import event, eventually
 from tests.integration.test_pipeline import KeyMaker, at, post, recent_base
 
@@ -69,7 +73,11 @@ def test_provision_without_a_database_is_an_error_unless_skipped(
 
 
 async def test_every_stage_calls_only_the_actions_it_declares(
-    services: dict[str, str], new_key: KeyMaker, http: httpx.AsyncClient, aws: Aws
+    services: dict[str, str],
+    new_key: KeyMaker,
+    http: httpx.AsyncClient,
+    aws: Aws,
+    provisioned: Settings,
 ) -> None:
     """Each process counts its AWS requests by operation; after a ticket went
     through every stage, each stage's operations are within its declared
@@ -91,6 +99,8 @@ async def test_every_stage_calls_only_the_actions_it_declares(
         return int(resp.json()["waiting_now"]["total"])
 
     await eventually(realtime, lambda n: n == 1)
+    for name in ("collector", "report"):  # readiness checks call AWS too
+        assert (await http.get(services[name] + "/readyz")).status_code == 200
     for stage in STAGES:
         url = services.get(f"{stage.name}-metrics") or services[stage.name] + "/metrics"
         text = (await http.get(url)).text
@@ -99,3 +109,37 @@ async def test_every_stage_calls_only_the_actions_it_declares(
         assert not {a for a in used if a.split(":")[1].startswith("Create")}, stage.name
         undeclared = used - stage.actions() - NO_PERMISSION_NEEDED
         assert not undeclared, f"{stage.name} calls {sorted(undeclared)} it does not declare"
+    # Every prefix written so far (by every test of the session) is one a stage may
+    # write, or provisioning's generation marker (written with the operator's rights).
+    writable = {GENERATION_KEY.split("/")[0]} | {
+        p for s in STAGES for g in s.grants if "s3:PutObject" in g.actions for p in g.prefixes
+    }
+    listing = await aws.s3.list_objects_v2(Bucket=provisioned.bucket, Delimiter="/")
+    written = {c["Prefix"].rstrip("/") for c in listing.get("CommonPrefixes", [])}
+    assert written and written <= writable, written - writable
+
+
+def test_the_image_health_check_finds_whichever_service_runs(
+    services: dict[str, str], settings: Settings
+) -> None:
+    """One image runs every stage: its HEALTHCHECK asks each port a stage serves."""
+    nothing = {"collector_port": free_port(), "report_port": free_port(), "metrics_port": 0}
+    assert not healthy(settings.model_copy(update=nothing))
+    collector = int(services["collector"].rsplit(":", 1)[1])
+    assert healthy(settings.model_copy(update={**nothing, "collector_port": collector}))
+    worker = int(services["filter-metrics"].rsplit(":", 1)[1].split("/")[0])
+    assert healthy(settings.model_copy(update={**nothing, "metrics_port": worker}))
+
+
+async def test_provisioned_queues_take_messages_only_from_our_sources(
+    provisioned: Settings, aws: Aws
+) -> None:
+    for queue in QUEUES:
+        url = (await aws.sqs.get_queue_url(QueueName=queue.name(provisioned)))["QueueUrl"]
+        attrs = await aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])
+        (statement,) = json.loads(attrs["Attributes"]["Policy"])["Statement"]
+        source = provisioned.topic_arn if queue.feed is Feed.TOPIC else None
+        assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == (
+            source or f"arn:aws:s3:::{provisioned.bucket}"
+        )
+        assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == MOTO_ACCOUNT

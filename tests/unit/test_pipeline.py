@@ -118,3 +118,24 @@ def test_readme_documents_every_setting() -> None:
         alias = field.validation_alias
         env = alias.choices[0] if alias is not None else f"TELEMETRY_{name.upper()}"  # type: ignore[union-attr]
         assert env in documented, f"{env} is missing from the README's settings table"
+
+
+def test_the_database_password_goes_into_the_url() -> None:
+    plain = Settings(database_url="postgresql://telemetry@db:5432/telemetry")
+    assert plain.require_database_url() == "postgresql://telemetry@db:5432/telemetry"
+    secret = plain.model_copy(update={"database_password": "p@ss:/word"})
+    assert (
+        secret.require_database_url() == "postgresql://telemetry:p%40ss%3A%2Fword@db:5432/telemetry"
+    )
+
+
+def test_the_deployment_guide_lists_each_stages_actions() -> None:
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    assert pipeline.actions_table() in guide
+    for s in STAGES:
+        assert f"| `{s.name}` | {s.kind} | {s.scaling.rule()} |" in guide
+
+
+def test_queue_workers_never_scale_to_zero() -> None:
+    """The ECS scaling divides the backlog by running tasks."""
+    assert all(s.scaling.min >= 1 for s in STAGES)
