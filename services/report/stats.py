@@ -137,8 +137,20 @@ def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP
+# "CSV injection"); ids come from producers, so such a string cell gets a leading
+# quote. Numbers are never touched: -3 stays a number.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    flat = [flatten(r) for r in rows]
+    flat = [{k: cell(v) for k, v in flatten(r).items()} for r in rows]
     columns: list[str] = []
     for r in flat:
         columns.extend(c for c in r if c not in columns)
