@@ -109,7 +109,14 @@ QUEUE_ACTIONS = (
     "sqs:GetQueueUrl",
     "sqs:GetQueueAttributes",
 )
-DLQ_ACTIONS = ("sqs:SendMessage", "sqs:GetQueueUrl")
+# Dead-lettering, and the DLQ's depth and oldest message on /metrics (a peek
+# that hides nothing: shared/queues.py).
+DLQ_ACTIONS = (
+    "sqs:SendMessage",
+    "sqs:GetQueueUrl",
+    "sqs:GetQueueAttributes",
+    "sqs:ReceiveMessage",
+)
 
 
 @dataclass(frozen=True)
@@ -256,6 +263,10 @@ QUEUES = tuple(q for stage in STAGES for q in stage.queues)
 
 def stage(name: str) -> Stage:
     return next(s for s in STAGES if s.name == name)
+
+
+def stage_of(queue: Queue) -> Stage:
+    return next(s for s in STAGES if queue in s.queues)
 
 
 def queue_names(settings: Settings) -> list[str]:

@@ -12,15 +12,22 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from shared import queues
 from shared.errors import PoisonMessageError, is_transient
+from shared.layout import batch_lag_s, key_fields
+from shared.logs import log_context
+from shared.observe import BATCH_LAG_SECONDS, HANDLE_SECONDS, MESSAGES, QUEUE_WAIT_SECONDS
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -35,6 +42,8 @@ TRANSIENT_RETRY_MAX_S = 30.0
 # Backoff between receives of a message whose handler failed on its own: short
 # enough that a failure misread as the work's own costs minutes, not hours.
 RETRY_MAX_S = 120
+# Queue depths on /metrics are read from SQS at most this often (per process).
+QUEUE_STATS_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,9 @@ def stop_event_on_signals() -> asyncio.Event:
     return stop
 
 
-class Worker:
+class Worker(Collector):
+    """Polls one queue; a collector of `/metrics` for its queue's freshness."""
+
     def __init__(
         self,
         sqs: SQSClient,
@@ -88,22 +99,73 @@ class Worker:
         dlq_url: str,
         handler: Handler,
         options: WorkerOptions,
+        stage: str = "",
     ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.dlq_url = dlq_url
         self.handler = handler
         self.options = options
+        self.stage = stage
+        self.queue = queue_url.rsplit("/", 1)[-1]
+        self.dlq = dlq_url.rsplit("/", 1)[-1]
         self.tasks: set[asyncio.Task[None]] = set()
         self.outcomes: Counter[str] = Counter()
         self._stopping = asyncio.Event()
+        self._sent: dict[str, float] = {}  # messages in flight here -> their SentTimestamp
+        self._depth: queues.Depth | None = None
+        self._dlq_depth: queues.Depth | None = None
+        self._dlq_oldest_s: float | None = None
+        self._stats_until = 0.0
 
-    def prometheus(self) -> str:
-        queue = self.queue_url.rsplit("/", 1)[-1]
-        return "".join(
-            f'telemetry_messages_total{{queue="{queue}",outcome="{outcome}"}} {n}\n'
-            for outcome, n in sorted(self.outcomes.items())
+    def oldest_in_flight_s(self) -> float:
+        """Age of the oldest message this worker holds; 0 when it holds none."""
+        return max(0.0, time.time() - min(self._sent.values())) if self._sent else 0.0
+
+    async def refresh_stats(self) -> None:
+        """Depths of the queue and its DLQ (and the age of the DLQ's oldest
+        message, only when it has any): a few requests, at most every 10 s."""
+        if time.monotonic() < self._stats_until:
+            return
+        self._stats_until = time.monotonic() + QUEUE_STATS_EVERY_S
+        self._depth, dlq = await asyncio.gather(
+            queues.depth(self.sqs, self.queue_url), queues.depth(self.sqs, self.dlq_url)
         )
+        oldest = await queues.oldest_age_s(self.sqs, self.dlq_url) if dlq.total else 0.0
+        self._dlq_depth, self._dlq_oldest_s = dlq, oldest
+
+    def collect(self) -> Iterator[Metric]:
+        oldest = GaugeMetricFamily(
+            "telemetry_queue_oldest_age_seconds",
+            "Age (from SentTimestamp) of the oldest message this process is handling; "
+            "0 when it handles none. The freshness of the stage: take the max over replicas.",
+            labels=["queue"],
+        )
+        oldest.add_metric([self.queue], self.oldest_in_flight_s())
+        yield oldest
+        if self._depth is not None and self._dlq_depth is not None:
+            depth = GaugeMetricFamily(
+                "telemetry_queue_messages",
+                "Messages of the queue by state (SQS's approximate counts).",
+                labels=["queue", "state"],
+            )
+            for state in queues.DEPTHS:
+                depth.add_metric([self.queue, state], getattr(self._depth, state))
+            yield depth
+            dlq = GaugeMetricFamily(
+                "telemetry_dlq_messages",
+                "Messages parked in the queue's dead-letter queue (see docs/operations.md).",
+                labels=["queue", "dlq"],
+            )
+            dlq.add_metric([self.queue, self.dlq], self._dlq_depth.total)
+            yield dlq
+            age = GaugeMetricFamily(
+                "telemetry_dlq_oldest_age_seconds",
+                "Age of the oldest message in the dead-letter queue (of a sample of up to 10).",
+                labels=["queue", "dlq"],
+            )
+            age.add_metric([self.queue, self.dlq], self._dlq_oldest_s or 0.0)
+            yield age
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until `stop` is set, then drain in-flight messages (bounded)."""
@@ -154,27 +216,40 @@ class Worker:
             MaxNumberOfMessages=n,
             WaitTimeSeconds=self.options.wait_s,
             VisibilityTimeout=self.options.visibility_timeout_s,
-            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
         )
-        return list(resp.get("Messages", []))  # type: ignore[arg-type]
+        messages = list(resp.get("Messages", []))
+        now = time.time()
+        for message in messages:
+            sent = queues.sent_s(message)  # type: ignore[arg-type]
+            if sent is not None:
+                QUEUE_WAIT_SECONDS.labels(self.queue).observe(max(0.0, now - sent))
+        return messages  # type: ignore[return-value]
 
     async def _process(self, message: dict[str, Any]) -> None:
         receipt = message["ReceiptHandle"]
+        message_id = str(message.get("MessageId", receipt[:16]))
         count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        self._sent[message_id] = queues.sent_s(message) or time.time()
+        started = time.monotonic()
         heartbeat = asyncio.create_task(self._heartbeat(receipt))
-        try:
-            outcome = await self._handle(message, count)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # Deleting or dead-lettering failed: the message simply comes back.
-            log.exception("could not settle a message on %s", self.queue_url)
-            outcome = "unsettled"
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+        with log_context(queue=self.queue, message_id=message_id):
+            try:
+                outcome = await self._handle(message, count)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Deleting or dead-lettering failed: the message simply comes back.
+                log.exception("could not settle a message on %s", self.queue_url)
+                outcome = "unsettled"
+            finally:
+                self._sent.pop(message_id, None)
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
         self.outcomes[outcome] += 1
+        MESSAGES.labels(self.queue, outcome).inc()
+        HANDLE_SECONDS.labels(self.stage, self.queue).observe(time.monotonic() - started)
 
     async def _run_handler(self, body: str) -> None:
         """The handler on every key of the message; a passing failure is retried
@@ -185,18 +260,29 @@ class Worker:
         pause = 1.0
         async with asyncio.timeout_at(deadline):
             for key in keys:
-                while True:
-                    try:
-                        await self.handler(key)
-                        break
-                    except Exception as exc:
-                        if not is_transient(exc) or self._stopping.is_set():
-                            raise
-                        if loop.time() + pause >= deadline:
-                            raise
-                        log.warning("%s on %s; retrying in %.0f s", exc, key, pause)
-                        await asyncio.sleep(pause)
-                        pause = min(pause * 2, TRANSIENT_RETRY_MAX_S)
+                with log_context(**key_fields(key)):
+                    started = time.monotonic()
+                    while True:
+                        try:
+                            await self.handler(key)
+                            break
+                        except Exception as exc:
+                            if not is_transient(exc) or self._stopping.is_set():
+                                raise
+                            if loop.time() + pause >= deadline:
+                                raise
+                            log.warning("%s on %s; retrying in %.0f s", exc, key, pause)
+                            await asyncio.sleep(pause)
+                            pause = min(pause * 2, TRANSIENT_RETRY_MAX_S)
+                    self._done(key, time.monotonic() - started)
+
+    def _done(self, key: str, seconds: float) -> None:
+        """One info line per object handled, and how long after its acceptance."""
+        lag = batch_lag_s(key)
+        if lag is not None:
+            BATCH_LAG_SECONDS.labels(self.stage, self.queue).observe(lag)
+        log.info("handled %s in %.3f s", key, seconds,
+                 extra={"seconds": round(seconds, 3), "lag_s": lag and round(lag, 3)})  # fmt: skip
 
     async def _handle(self, message: dict[str, Any], count: int) -> str:
         receipt = message["ReceiptHandle"]

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from shared.aws import with_account
+from shared.logs import setup_logging
 from shared.pipeline import SERVICES, Resource, stage
-from shared.service import setup_logging
 from shared.settings import Settings, load_settings
 
 

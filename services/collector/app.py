@@ -19,11 +19,14 @@ from shared.http import (
     ApiError,
     ApiKeyDep,
     GuardMiddleware,
+    HttpMetricsMiddleware,
     Readiness,
     install_error_handlers,
     json_response,
+    metrics_server,
     service_router,
 )
+from shared.observe import EVENTS
 from shared.settings import Settings
 
 MAX_BODY = 1024 * 1024
@@ -82,17 +85,22 @@ async def post_events(request: Request, api_key: ApiKeyDep, writer: WriterDep) -
         parts.append(part)
     body = b"".join(parts)
     accepted, rejected = check_batch(body, api_key, datetime.now(UTC))
+    for r in rejected:
+        EVENTS.labels("rejected", r.code).inc()
     if accepted:
         try:
             await writer.write(api_key.tenant_id, accepted)
         except StreamBusyError as exc:
+            EVENTS.labels("refused", "busy").inc(len(accepted))
             raise ApiError(
                 503, "busy", f"retry the whole batch: {exc}", {"Retry-After": str(RETRY_AFTER_S)}
             ) from exc
         except StreamUnavailableError as exc:
+            EVENTS.labels("refused", "stream_unavailable").inc(len(accepted))
             raise ApiError(
                 503, "stream_unavailable", f"retry the whole batch: {exc}", {"Retry-After": "1"}
             ) from exc
+        EVENTS.labels("accepted", "").inc(len(accepted))
     answer = {
         "accepted": len(accepted),
         "rejected": [
@@ -137,13 +145,17 @@ def create_app(settings: Settings) -> FastAPI:
             )
             writer.start()
             app.state.writer = writer
+            metrics = await metrics_server(aws, settings)
             try:
                 yield
             finally:  # uvicorn has answered every request by now
                 await writer.close(settings.drain_timeout_s)
+                if metrics is not None:
+                    metrics.close()
 
     app = FastAPI(title="Telemetry collector", version="1", lifespan=lifespan)
     app.add_middleware(GuardMiddleware, timeout_s=settings.request_timeout_s)
+    app.add_middleware(HttpMetricsMiddleware)  # added last: outermost, sees the guard's 503s
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(service_router)

@@ -26,10 +26,12 @@ from shared.http import (
     ApiKeyDep,
     AwsDep,
     GuardMiddleware,
+    HttpMetricsMiddleware,
     Readiness,
     SettingsDep,
     install_error_handlers,
     json_response,
+    metrics_server,
     service_router,
 )
 from shared.settings import Settings
@@ -206,12 +208,18 @@ def create_app(settings: Settings) -> FastAPI:
                 gc.collect()
                 gc.freeze()
                 app.state.keys = KeyStore(aws.dynamodb, settings.keys_table)
-                yield
+                metrics = await metrics_server(aws, settings)
+                try:
+                    yield
+                finally:
+                    if metrics is not None:
+                        metrics.close()
         finally:
             await engine.dispose()
 
     app = FastAPI(title="Telemetry reports", version="1", lifespan=lifespan)
     app.add_middleware(GuardMiddleware, timeout_s=settings.request_timeout_s)
+    app.add_middleware(HttpMetricsMiddleware)  # added last: outermost, sees the guard's 503s
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(router_root)

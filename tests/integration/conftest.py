@@ -177,12 +177,9 @@ def services(
     """One process of each service."""
     group = ServiceProcesses(stack_env, tmp_path_factory.mktemp("logs"))
     for name in SERVICES:
-        if name in ("collector", "report"):
-            group.start(name)
-        else:
-            port = str(free_port())
-            group.start(name, TELEMETRY_METRICS_PORT=port)
-            group.urls[f"{name}-metrics"] = f"http://127.0.0.1:{port}/metrics"
+        port = str(free_port())
+        group.start(name, TELEMETRY_METRICS_PORT=port)
+        group.urls[f"{name}-metrics"] = f"http://127.0.0.1:{port}/metrics"
     try:
         group.wait_ready()
         yield group.urls
