@@ -150,7 +150,10 @@ ENRICHER_QUEUE = Queue("enricher_queue", Feed.BUCKET, CONSOLIDATED)
 REALTIME_QUEUE = Queue("realtime_queue", Feed.TOPIC, ENRICHED)
 REPORTS_QUEUE = Queue("reports_queue", Feed.TOPIC, ENRICHED)
 
-_KEYS_READ = Grant(Resource.KEYS_TABLE, ("dynamodb:GetItem", "dynamodb:DescribeTable"))
+# API keys: looked up, their last use written now and then (shared/auth.py).
+_KEYS_USE = Grant(
+    Resource.KEYS_TABLE, ("dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DescribeTable")
+)
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -162,7 +165,7 @@ STAGES: tuple[Stage, ...] = (
         scaling=HTTP,
         grants=(
             Grant(Resource.STREAM, ("kinesis:PutRecords", "kinesis:DescribeStreamSummary")),
-            _KEYS_READ,
+            _KEYS_USE,
         ),
         port_setting="collector_port",
     ),
@@ -250,7 +253,7 @@ STAGES: tuple[Stage, ...] = (
         scaling=HTTP,
         grants=(
             Grant(Resource.REALTIME_TABLE, ("dynamodb:Query", "dynamodb:DescribeTable")),
-            _KEYS_READ,
+            _KEYS_USE,
         ),
         port_setting="report_port",
         database=True,

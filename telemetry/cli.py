@@ -44,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="print a new API key (stored hashed)")
     create.add_argument("--tenant", required=True)
     create.add_argument("--scopes", default="ingest,read")
+    create.add_argument(
+        "--expires", default=None, help="a duration (90m, 12h, 30d, 2w) or a date; default never"
+    )
+    listing = keys.add_parser("list", help="keys by id and public prefix (never the secret)")
+    listing.add_argument("--tenant", default=None)
+    listing.add_argument("--all", action="store_true", help="revoked and expired keys too")
+    revoke = keys.add_parser("revoke", help="revoke a key by its id (effective within 5 s)")
+    revoke.add_argument("key_id")
     sim = sub.add_parser("simulate", help="send realistic traffic to the collector")
     sim.add_argument("--tenants", type=int, default=2)
     sim.add_argument("--rate", type=float, default=100.0, help="events per second")
@@ -109,9 +117,14 @@ def _run(args: argparse.Namespace) -> int:
         print("migrated")
         return 0
     if args.command == "keys":
-        from telemetry.commands import create_key
+        from telemetry import keys
 
-        print(asyncio.run(create_key(settings, args.tenant, args.scopes)))
+        if args.keys_command == "create":
+            print(asyncio.run(keys.create_key(settings, args.tenant, args.scopes, args.expires)))
+        elif args.keys_command == "list":
+            print(asyncio.run(keys.list_keys_command(settings, args.tenant, args.all)))
+        else:
+            print(asyncio.run(keys.revoke_key_command(settings, args.key_id)))
         return 0
     from telemetry.simulate import simulate_command
 

@@ -27,7 +27,8 @@ from typing import Any
 from shared.aws import open_aws
 from shared.pipeline import SERVICES
 from shared.settings import LOCAL_ENV_FILE, Settings
-from telemetry.commands import create_key, provision_command
+from telemetry.commands import provision_command
+from telemetry.keys import create_key
 from telemetry.snapshot import export_state
 
 DATA_DIR = Path(".telemetry")

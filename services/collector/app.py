@@ -150,6 +150,7 @@ def create_app(settings: Settings) -> FastAPI:
                 yield
             finally:  # uvicorn has answered every request by now
                 await writer.close(settings.drain_timeout_s)
+                await app.state.keys.close()
                 if metrics is not None:
                     metrics.close()
 

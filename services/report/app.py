@@ -212,6 +212,7 @@ def create_app(settings: Settings) -> FastAPI:
                 try:
                     yield
                 finally:
+                    await app.state.keys.close()
                     if metrics is not None:
                         metrics.close()
         finally:

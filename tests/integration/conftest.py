@@ -21,7 +21,8 @@ from shared.aws import Aws, open_aws, with_account
 from shared.db import async_url
 from shared.pipeline import SERVICES
 from shared.settings import Settings
-from telemetry.commands import create_key, provision_command
+from telemetry.commands import provision_command
+from telemetry.keys import create_key
 from telemetry.provision import migrate
 from telemetry.up import free_port, start_moto, start_postgres, wait_http
 
