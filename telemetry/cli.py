@@ -52,6 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--all", action="store_true", help="revoked and expired keys too")
     revoke = keys.add_parser("revoke", help="revoke a key by its id (effective within 5 s)")
     revoke.add_argument("key_id")
+    dlq = sub.add_parser("dlq", help="dead-letter queues").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    dlq.add_parser("list", help="every dead-letter queue: depth and oldest message")
+    show = dlq.add_parser("show", help="dead letters of QUEUE with their reasons (left in place)")
+    redrive = dlq.add_parser("redrive", help="send QUEUE's dead letters back to it")
+    purge = dlq.add_parser("purge", help="delete QUEUE's dead letters")
+    for cmd in (show, redrive, purge):
+        cmd.add_argument("queue", help="a work queue or its dead-letter queue, by name")
+    show.add_argument("--limit", type=int, default=10)
+    purge.add_argument("--yes", action="store_true", help="yes, delete them")
     sim = sub.add_parser("simulate", help="send realistic traffic to the collector")
     sim.add_argument("--tenants", type=int, default=2)
     sim.add_argument("--rate", type=float, default=100.0, help="events per second")
@@ -125,6 +136,18 @@ def _run(args: argparse.Namespace) -> int:
             print(asyncio.run(keys.list_keys_command(settings, args.tenant, args.all)))
         else:
             print(asyncio.run(keys.revoke_key_command(settings, args.key_id)))
+        return 0
+    if args.command == "dlq":
+        from telemetry import dlq
+
+        if args.dlq_command == "list":
+            print(asyncio.run(dlq.list_command(settings)))
+        elif args.dlq_command == "show":
+            print(asyncio.run(dlq.show_command(settings, args.queue, args.limit)))
+        elif args.dlq_command == "redrive":
+            print(asyncio.run(dlq.redrive_command(settings, args.queue)))
+        else:
+            print(asyncio.run(dlq.purge_command(settings, args.queue, args.yes)))
         return 0
     from telemetry.simulate import simulate_command
 
