@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
 .PHONY: install up test lint typecheck unit integration compose-check bench bench-engine bench-cost \
-	bench-baseline bench-reports clean
+	bench-baseline bench-reports bench-hostile clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-engine: install
 
 bench-cost: install
 	$(BIN)/python -m bench.cost --rate 200 --buffer-age 25 --seconds 100
+
+# What one hostile request costs the collector and the report service, before and after the caps.
+bench-hostile: install
+	$(BIN)/python -m bench.hostile
 
 bench-baseline: install
 	$(BIN)/python -m bench.baseline

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.report import queries
 from services.report.realtime import realtime_view, today_bounds
-from services.report.stats import day_range, intervals, parse_date, to_csv, zone
+from services.report.stats import check_buckets, day_range, intervals, parse_date, to_csv, zone
 from services.report.zones import ReportZones
 from shared.auth import KeyStore
 from shared.aws import Aws, open_aws
@@ -126,6 +126,7 @@ async def timeseries(
 ) -> Response:
     start, end = parse_date(from_, "from"), parse_date(to, "to")
     labels, bounds = intervals(start, end, zone(tz), granularity)
+    check_buckets(bounds, cal, granularity)
     points = [
         {"start": format_ms(to_ms(label)), **point}
         for label, point in zip(
