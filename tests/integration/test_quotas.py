@@ -95,3 +95,20 @@ async def test_too_many_values_or_buckets_are_refused(
     )
     assert resp.status_code == 400
     assert resp.json()["error"]["code"] == "too_many_buckets"
+
+
+async def test_readyz_costs_no_aws_request_between_checks(
+    services: dict[str, str], http: httpx.AsyncClient
+) -> None:
+    """Unauthenticated probes hit the cache: 30 of them within the cache time
+    (TELEMETRY_READYZ_CACHE_S, 5 s) cost at most two checks."""
+
+    async def checks() -> float:
+        text = (await http.get(services["collector-metrics"])).text
+        return sum(v for labels, v in samples(text, "telemetry_aws_requests_total")
+                   if labels["operation"] == "DescribeStreamSummary")  # fmt: skip
+
+    before = await checks()
+    for _ in range(30):
+        assert (await http.get(f"{services['collector']}/readyz")).status_code == 200
+    assert await checks() - before <= 2
