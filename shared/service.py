@@ -89,10 +89,10 @@ async def run_workers(
     stop = stop_event_on_signals()
 
     async def refresh() -> None:
-        await asyncio.gather(*(w.refresh_stats() for w in workers))
+        await asyncio.gather(*(w.watch.refresh_stats() for w in workers))
 
     server = await serve_metrics_or_warn(
-        [aws.counter, *workers], settings.host, settings.metrics_port, refresh
+        [aws.counter, *(w.watch for w in workers)], settings.host, settings.metrics_port, refresh
     )
     try:
         await asyncio.gather(

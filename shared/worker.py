@@ -15,13 +15,11 @@ import signal
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from shared import queues
 from shared.errors import PoisonMessageError, is_transient
@@ -42,8 +40,6 @@ TRANSIENT_RETRY_MAX_S = 30.0
 # Backoff between receives of a message whose handler failed on its own: short
 # enough that a failure misread as the work's own costs minutes, not hours.
 RETRY_MAX_S = 120
-# Queue depths on /metrics are read from SQS at most this often (per process).
-QUEUE_STATS_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -89,8 +85,8 @@ def stop_event_on_signals() -> asyncio.Event:
     return stop
 
 
-class Worker(Collector):
-    """Polls one queue; a collector of `/metrics` for its queue's freshness."""
+class Worker:
+    """Polls one queue and runs the handler on every key of each message."""
 
     def __init__(
         self,
@@ -112,60 +108,7 @@ class Worker(Collector):
         self.tasks: set[asyncio.Task[None]] = set()
         self.outcomes: Counter[str] = Counter()
         self._stopping = asyncio.Event()
-        self._sent: dict[str, float] = {}  # messages in flight here -> their SentTimestamp
-        self._depth: queues.Depth | None = None
-        self._dlq_depth: queues.Depth | None = None
-        self._dlq_oldest_s: float | None = None
-        self._stats_until = 0.0
-
-    def oldest_in_flight_s(self) -> float:
-        """Age of the oldest message this worker holds; 0 when it holds none."""
-        return max(0.0, time.time() - min(self._sent.values())) if self._sent else 0.0
-
-    async def refresh_stats(self) -> None:
-        """Depths of the queue and its DLQ (and the age of the DLQ's oldest
-        message, only when it has any): a few requests, at most every 10 s."""
-        if time.monotonic() < self._stats_until:
-            return
-        self._stats_until = time.monotonic() + QUEUE_STATS_EVERY_S
-        self._depth, dlq = await asyncio.gather(
-            queues.depth(self.sqs, self.queue_url), queues.depth(self.sqs, self.dlq_url)
-        )
-        oldest = await queues.oldest_age_s(self.sqs, self.dlq_url) if dlq.total else 0.0
-        self._dlq_depth, self._dlq_oldest_s = dlq, oldest
-
-    def collect(self) -> Iterator[Metric]:
-        oldest = GaugeMetricFamily(
-            "telemetry_queue_oldest_age_seconds",
-            "Age (from SentTimestamp) of the oldest message this process is handling; "
-            "0 when it handles none. The freshness of the stage: take the max over replicas.",
-            labels=["queue"],
-        )
-        oldest.add_metric([self.queue], self.oldest_in_flight_s())
-        yield oldest
-        if self._depth is not None and self._dlq_depth is not None:
-            depth = GaugeMetricFamily(
-                "telemetry_queue_messages",
-                "Messages of the queue by state (SQS's approximate counts).",
-                labels=["queue", "state"],
-            )
-            for state in queues.DEPTHS:
-                depth.add_metric([self.queue, state], getattr(self._depth, state))
-            yield depth
-            dlq = GaugeMetricFamily(
-                "telemetry_dlq_messages",
-                "Messages parked in the queue's dead-letter queue (see docs/operations.md).",
-                labels=["queue", "dlq"],
-            )
-            dlq.add_metric([self.queue, self.dlq], self._dlq_depth.total)
-            yield dlq
-            age = GaugeMetricFamily(
-                "telemetry_dlq_oldest_age_seconds",
-                "Age of the oldest message in the dead-letter queue (of a sample of up to 10).",
-                labels=["queue", "dlq"],
-            )
-            age.add_metric([self.queue, self.dlq], self._dlq_oldest_s or 0.0)
-            yield age
+        self.watch = queues.QueueWatch(sqs, queue_url, dlq_url)  # its gauges on /metrics
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until `stop` is set, then drain in-flight messages (bounded)."""
@@ -230,7 +173,7 @@ class Worker(Collector):
         receipt = message["ReceiptHandle"]
         message_id = str(message.get("MessageId", receipt[:16]))
         count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        self._sent[message_id] = queues.sent_s(message) or time.time()
+        self.watch.sent[message_id] = queues.sent_s(message) or time.time()
         started = time.monotonic()
         heartbeat = asyncio.create_task(self._heartbeat(receipt))
         with log_context(queue=self.queue, message_id=message_id):
@@ -243,7 +186,7 @@ class Worker(Collector):
                 log.exception("could not settle a message on %s", self.queue_url)
                 outcome = "unsettled"
             finally:
-                self._sent.pop(message_id, None)
+                self.watch.sent.pop(message_id, None)
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat

@@ -113,17 +113,17 @@ async def test_a_queue_s_freshness_and_its_dead_letters_are_on_metrics(aws: Aws)
     done = asyncio.Event()
 
     async def handle(key: str) -> None:
-        seen.append(worker.oldest_in_flight_s())
+        seen.append(worker.watch.oldest_in_flight_s())
         done.set()
 
     worker = Worker(aws.sqs, url, dlq, handle, OPTIONS, stage="filter")
     await _run_until(worker, done)
     await eventually(lambda: _dlq_total(aws, dlq), lambda n: n == 1)
     assert seen and seen[0] >= 1.4  # sent 1.5 s before the worker started
-    assert worker.oldest_in_flight_s() == 0.0  # holds nothing now
+    assert worker.watch.oldest_in_flight_s() == 0.0  # holds nothing now
     await asyncio.sleep(1.1)
-    await worker.refresh_stats()
-    text = generate_latest(Exposition([worker])).decode()
+    await worker.watch.refresh_stats()
+    text = generate_latest(Exposition([worker.watch])).decode()
     assert "# HELP telemetry_dlq_oldest_age_seconds" in text
     assert "# TYPE telemetry_dlq_messages gauge" in text
     [(_, parked)] = samples(text, "telemetry_dlq_messages")
