@@ -24,7 +24,7 @@ import orjson
 from shared import queues
 from shared.errors import PoisonMessageError, is_transient
 from shared.layout import batch_lag_s, key_fields
-from shared.logs import log_context
+from shared.logs import log_context, set_context
 from shared.observe import BATCH_LAG_SECONDS, HANDLE_SECONDS, MESSAGES, QUEUE_WAIT_SECONDS
 
 if TYPE_CHECKING:
@@ -203,21 +203,22 @@ class Worker:
         pause = 1.0
         async with asyncio.timeout_at(deadline):
             for key in keys:
-                with log_context(**key_fields(key)):
-                    started = time.monotonic()
-                    while True:
-                        try:
-                            await self.handler(key)
-                            break
-                        except Exception as exc:
-                            if not is_transient(exc) or self._stopping.is_set():
-                                raise
-                            if loop.time() + pause >= deadline:
-                                raise
-                            log.warning("%s on %s; retrying in %.0f s", exc, key, pause)
-                            await asyncio.sleep(pause)
-                            pause = min(pause * 2, TRANSIENT_RETRY_MAX_S)
-                    self._done(key, time.monotonic() - started)
+                # Until the message is settled: its failure is logged with its key.
+                set_context(**key_fields(key))
+                started = time.monotonic()
+                while True:
+                    try:
+                        await self.handler(key)
+                        break
+                    except Exception as exc:
+                        if not is_transient(exc) or self._stopping.is_set():
+                            raise
+                        if loop.time() + pause >= deadline:
+                            raise
+                        log.warning("%s on %s; retrying in %.0f s", exc, key, pause)
+                        await asyncio.sleep(pause)
+                        pause = min(pause * 2, TRANSIENT_RETRY_MAX_S)
+                self._done(key, time.monotonic() - started)
 
     def _done(self, key: str, seconds: float) -> None:
         """One info line per object handled, and how long after its acceptance."""

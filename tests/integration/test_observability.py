@@ -67,6 +67,7 @@ async def test_a_worker_logs_json_with_its_work_and_measures_lag_and_wait(aws: A
     sent = await aws.sqs.send_message(
         QueueUrl=url, MessageBody=orjson.dumps({"keys": [key]}).decode()
     )
+    await aws.sqs.send_message(QueueUrl=url, MessageBody='{"keys": ["poison-key"]}')
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter("test"))
@@ -76,6 +77,8 @@ async def test_a_worker_logs_json_with_its_work_and_measures_lag_and_wait(aws: A
     done = asyncio.Event()
 
     async def handle(k: str) -> None:
+        if k == "poison-key":
+            raise ValueError("no such thing")
         logging.getLogger("deep.inside").warning("something about %s", k)
         done.set()
 
@@ -93,9 +96,13 @@ async def test_a_worker_logs_json_with_its_work_and_measures_lag_and_wait(aws: A
     assert inside["message_id"] == sent["MessageId"]
     [handled] = [line for line in lines if line["message"].startswith("handled ")]
     assert handled["level"] == "INFO" and handled["key"] == key and handled["lag_s"] >= 3
+    [failed] = [line for line in lines if line["message"].startswith("handler failed")]
+    assert failed["level"] == "ERROR" and failed["key"] == "poison-key"
+    assert "ValueError: no such thing" in failed["error"] and "tenant" not in failed
     assert value("telemetry_messages_total", queue=queue, outcome="done") == 1
-    assert value("telemetry_handle_seconds_count", stage="filter", queue=queue) == 1
-    assert value("telemetry_queue_wait_seconds_count", queue=queue) == 1
+    assert value("telemetry_messages_total", queue=queue, outcome="dead_lettered") == 1
+    assert value("telemetry_handle_seconds_count", stage="filter", queue=queue) == 2
+    assert value("telemetry_queue_wait_seconds_count", queue=queue) == 2
     assert value("telemetry_batch_lag_seconds_count", stage="filter", queue=queue) == lag_before + 1
     # at least 3 s late: the 1, 2 and 3 s buckets do not hold it, the 5 s one does
     assert value("telemetry_batch_lag_seconds_bucket", stage="filter", queue=queue, le="2.0") == 0
