@@ -240,6 +240,9 @@ class KeyStore:
             raise error from exc
         finally:
             del self._lookups[digest]
+            if not future.done():  # cancelled at its deadline: the waiters answer 503 too
+                future.set_exception(ServiceUnavailableError("key lookup abandoned"))
+                future.exception()
 
     async def _check_revocations(self) -> None:
         """Read the revocation marker at most every REVOCATION_CHECK_S; drop the

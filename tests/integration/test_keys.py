@@ -186,3 +186,16 @@ async def test_simulate_leaves_no_working_key_behind(
     listed = await list_keys_command(provisioned, "sim-1", show_all=True)
     rows = listed.splitlines()[1:]
     assert rows and all(row.split()[3:5] == ["ingest", "revoked"] for row in rows)
+
+
+async def test_concurrent_requests_with_one_key_cost_one_lookup(
+    aws: Aws, provisioned: Settings
+) -> None:
+    table = provisioned.keys_table
+    key = await store_key(aws.dynamodb, table, "keys-burst", frozenset({"ingest"}))
+    store = KeyStore(aws.dynamodb, table)
+    before = _gets(aws)
+    found = await asyncio.gather(*(store.authenticate(bearer(key)) for _ in range(20)))
+    await store.close()
+    assert {k.tenant_id for k in found} == {"keys-burst"}
+    assert _gets(aws) - before == 2  # the revocation marker, then the key once
