@@ -8,7 +8,7 @@ TOOLS := $(VENV)/tools
 TOOLS_STAMP := $(TOOLS)/.installed-stamp
 
 .PHONY: install tools up test lint typecheck unit integration deploy-check deploy-files compose-check lock \
-	bench bench-engine bench-cost bench-baseline bench-reports clean
+	bench bench-engine bench-cost bench-baseline bench-reports bench-hostile clean
 
 # The same hashed lock as the image (Dockerfile): CI tests what ships.
 $(STAMP): requirements-dev.lock pyproject.toml
@@ -79,6 +79,10 @@ bench-engine: install
 
 bench-cost: install
 	$(BIN)/python -m bench.cost --rate 200 --buffer-age 25 --seconds 100
+
+# What one hostile request costs the collector and the report service, before and after the caps.
+bench-hostile: install
+	$(BIN)/python -m bench.hostile
 
 bench-baseline: install
 	$(BIN)/python -m bench.baseline

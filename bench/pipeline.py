@@ -54,7 +54,7 @@ from bench.stack import (
 from bench.sysinfo import machine, settings_table
 from shared.aws import Aws, open_aws
 from shared.pipeline import queue_names
-from telemetry.commands import create_key
+from telemetry.keys import create_key
 from telemetry.simulate import send_traffic
 from telemetry.traffic import Traffic
 from telemetry.up import start_postgres

@@ -35,7 +35,8 @@ from bench.stack import stop_on_sigterm
 from shared.db import async_url
 from shared.settings import Settings
 from shared.timebuckets import Calendar
-from telemetry.commands import create_key, provision_command
+from telemetry.commands import provision_command
+from telemetry.keys import create_key
 from telemetry.provision import migrate
 from telemetry.up import embedded_env, free_port, start_moto, start_postgres, wait_http
 

@@ -1,8 +1,8 @@
 """The local stack as `telemetry up` runs it, with what a benchmark needs to watch it.
 
 moto in server mode and every service as its own process (so each has its own
-CPU time and memory in /proc), on free ports, each queue worker with its
-`/metrics`; the services count their own AWS requests there. PostgreSQL is
+CPU time and memory in /proc), on free ports, each with its `/metrics` on a
+port of its own; the services count their own AWS requests there. PostgreSQL is
 started by the caller, because the baseline needs it after the stack stops.
 """
 
@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.pipeline import SERVICES
 from shared.settings import Settings
 from telemetry.commands import provision_command
 from telemetry.up import StackError, embedded_env, free_port, start_moto, wait_http
-
-HTTP_SERVICES = ("collector", "report")
 
 
 def stop_on_sigterm() -> None:
@@ -39,7 +38,6 @@ def stop_on_sigterm() -> None:
 
 STOP_S = 30.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SAMPLE = re.compile(r'^(telemetry_\w+)\{(\w+)="([^"]*)",(\w+)="([^"]*)"\} (\d+)$', re.M)
 
 
 @dataclass
@@ -80,13 +78,12 @@ async def running_stack(database_url: str, logs: Path) -> AsyncIterator[Stack]:
                 "collector": f"{base}:{settings.collector_port}",
                 "report": f"{base}:{settings.report_port}",
             }
-            metrics = {name: f"{url}/metrics" for name, url in urls.items()}
+            metrics: dict[str, str] = {}
             for name in SERVICES:
                 env = dict(os.environ)
-                if name not in HTTP_SERVICES:
-                    port = free_port()
-                    env["TELEMETRY_METRICS_PORT"] = str(port)
-                    metrics[name] = f"{base}:{port}/metrics"
+                port = free_port()
+                env["TELEMETRY_METRICS_PORT"] = str(port)
+                metrics[name] = f"{base}:{port}/metrics"
                 log = files.enter_context((logs / f"{name}.log").open("wb"))
                 procs[name] = _start(name, env, log)
             try:
@@ -186,13 +183,16 @@ class Scrape:
 
 
 def parse_metrics(text: str) -> Scrape:
-    """The two counters of our services' Prometheus text (shared/aws.py, shared/worker.py)."""
+    """Two counters of our services' Prometheus text: AWS requests by service and
+    operation (shared/aws.py), messages by queue and outcome (shared/worker.py)."""
     out = Scrape()
-    for name, _, a, _, b, n in SAMPLE.findall(text):
-        if name == "telemetry_aws_requests_total":
-            out.requests[f"{a} {b}"] += int(n)
-        elif name == "telemetry_messages_total":
-            out.outcomes[f"{a} {b}"] += int(n)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "telemetry_aws_requests_total":
+                out.requests[f"{labels['service']} {labels['operation']}"] += int(sample.value)
+            elif sample.name == "telemetry_messages_total":
+                out.outcomes[f"{labels['queue']} {labels['outcome']}"] += int(sample.value)
     return out
 
 

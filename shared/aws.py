@@ -7,13 +7,15 @@ feature, and the counts are what the benchmarks and `/metrics` report.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aioboto3
 from botocore.config import Config
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from shared.settings import Settings
 
@@ -26,22 +28,23 @@ if TYPE_CHECKING:
 
 
 @dataclass(eq=False)  # hashable: botocore keys handlers by identity
-class RequestCounter:
+class RequestCounter(Collector):
+    """Counts every request of one set of clients; a collector of `/metrics`."""
+
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def __call__(self, model: Any, **_: Any) -> None:
         self.counts[(model.service_model.service_name, model.name)] += 1
 
-    def prometheus(self) -> str:
-        lines = [
-            "# HELP telemetry_aws_requests_total AWS requests made by this process.",
-            "# TYPE telemetry_aws_requests_total counter",
-        ]
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "telemetry_aws_requests",
+            "AWS API calls made by this process, by operation (an SDK retry is not counted again).",
+            labels=["service", "operation"],
+        )
         for (service, op), n in sorted(self.counts.items()):
-            lines.append(
-                f'telemetry_aws_requests_total{{service="{service}",operation="{op}"}} {n}'
-            )
-        return "\n".join(lines) + "\n"
+            family.add_metric([service, op], n)
+        yield family
 
 
 @dataclass

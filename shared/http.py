@@ -1,5 +1,5 @@
 """What the two HTTP services share: the error shape and key checks of SPEC §3,
-the request deadline, and readiness checks."""
+the request deadline, request metrics, and readiness checks."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import ApiKey, AuthError, KeyStore
 from shared.aws import Aws
 from shared.errors import is_transient
+from shared.logs import set_context
+from shared.observe import HTTP_SECONDS, serve_metrics_or_warn
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ def get_settings(request: Request) -> Settings:
 
 async def get_api_key(request: Request) -> ApiKey:
     keys: KeyStore = request.app.state.keys
-    return await keys.authenticate(request.headers.get("authorization"))
+    key = await keys.authenticate(request.headers.get("authorization"))
+    set_context(tenant=key.tenant_id)  # every line this request logs from here on
+    return key
 
 
 AwsDep = Annotated[Aws, Depends(get_aws)]
@@ -144,6 +147,44 @@ class GuardMiddleware:
             await response(scope, receive, send)
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class HttpMetricsMiddleware:
+    """Latency of every request by route template, method and status. The
+    template (`/v1/tenants/{tenant_id}/tickets/{ticket_id:path}`) comes from
+    the route that matched; an unmatched path is `unmatched` and an unknown
+    method `other`, so no client can grow the number of series."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500
+
+        async def tracked(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            HTTP_SECONDS.labels(route, method, str(status)).observe(time.monotonic() - started)
+
+
+async def metrics_server(aws: Aws, settings: Settings) -> asyncio.Server | None:
+    """`/metrics` of an HTTP service: on TELEMETRY_METRICS_PORT, never its public port."""
+    return await serve_metrics_or_warn([aws.counter], settings.host, settings.metrics_port)
+
+
 Check = Callable[[], Awaitable[None]]
 
 
@@ -192,9 +233,3 @@ service_router = APIRouter()
 @service_router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
-
-
-@service_router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(aws: AwsDep) -> str:
-    """AWS requests made by this process, in Prometheus text format."""
-    return aws.counter.prometheus()

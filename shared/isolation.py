@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from shared.errors import is_transient
 from shared.layout import encode_ndjson, parked_key
 from shared.objects import put_bytes
+from shared.observe import PARKED
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -62,6 +63,7 @@ async def park(
     """
     key = parked_key(tenant, stage, name)
     await put_bytes(s3, bucket, key, encode_ndjson(items))
+    PARKED.labels(stage).inc(len(items))
     for item in items:
         log.error(
             "parked ticket %r at %s: %s", item.get("ticket_id"), key, item.get("reason"),

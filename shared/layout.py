@@ -103,6 +103,25 @@ def expect_key(key: str, stage: str) -> tuple[str, str]:
     return tenant, name
 
 
+def key_fields(key: str) -> dict[str, str]:
+    """What a log line says about the object it is about: the key, and its
+    tenant when the key follows the layout (a bad key is logged as it is)."""
+    parts = key.split("/")
+    if len(parts) >= 3 and TENANT_RE.fullmatch(parts[1]):
+        return {"key": key, "tenant": parts[1]}
+    return {"key": key}
+
+
+def batch_lag_s(key: str) -> float | None:
+    """Seconds since the batch an object comes from was accepted (its raw
+    object's time), or None for a key that names no batch."""
+    try:
+        _, _, name = parse_key(key)
+        return max(0.0, time.time() - batch_time(batch_of(name)).timestamp())
+    except BadKeyError:
+        return None
+
+
 def ticket_bucket(ticket_id: str, buckets: int) -> int:
     digest = hashlib.blake2b(ticket_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % buckets

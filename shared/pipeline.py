@@ -109,7 +109,14 @@ QUEUE_ACTIONS = (
     "sqs:GetQueueUrl",
     "sqs:GetQueueAttributes",
 )
-DLQ_ACTIONS = ("sqs:SendMessage", "sqs:GetQueueUrl")
+# Dead-lettering, and the DLQ's depth and oldest message on /metrics (a peek
+# that hides nothing: shared/queues.py).
+DLQ_ACTIONS = (
+    "sqs:SendMessage",
+    "sqs:GetQueueUrl",
+    "sqs:GetQueueAttributes",
+    "sqs:ReceiveMessage",
+)
 
 
 @dataclass(frozen=True)
@@ -143,8 +150,10 @@ ENRICHER_QUEUE = Queue("enricher_queue", Feed.BUCKET, CONSOLIDATED)
 REALTIME_QUEUE = Queue("realtime_queue", Feed.TOPIC, ENRICHED)
 REPORTS_QUEUE = Queue("reports_queue", Feed.TOPIC, ENRICHED)
 
-# Every request's key check; /readyz describes the table.
-_KEYS_READ = Grant(Resource.KEYS_TABLE, ("dynamodb:GetItem", "dynamodb:DescribeTable"))
+# API keys: looked up, their last use written now and then (shared/auth.py).
+_KEYS_USE = Grant(
+    Resource.KEYS_TABLE, ("dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DescribeTable")
+)
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -156,7 +165,7 @@ STAGES: tuple[Stage, ...] = (
         scaling=HTTP,
         grants=(
             Grant(Resource.STREAM, ("kinesis:PutRecords", "kinesis:DescribeStreamSummary")),
-            _KEYS_READ,
+            _KEYS_USE,
         ),
         port_setting="collector_port",
     ),
@@ -245,7 +254,7 @@ STAGES: tuple[Stage, ...] = (
         scaling=HTTP,
         grants=(
             Grant(Resource.REALTIME_TABLE, ("dynamodb:Query", "dynamodb:DescribeTable")),
-            _KEYS_READ,
+            _KEYS_USE,
         ),
         port_setting="report_port",
         database=True,
@@ -258,6 +267,10 @@ QUEUES = tuple(q for stage in STAGES for q in stage.queues)
 
 def stage(name: str) -> Stage:
     return next(s for s in STAGES if s.name == name)
+
+
+def stage_of(queue: Queue) -> Stage:
+    return next(s for s in STAGES if queue in s.queues)
 
 
 def queue_names(settings: Settings) -> list[str]:

@@ -1,11 +1,10 @@
-"""Process plumbing every service shares: logging, queue lookup, serving."""
+"""Process plumbing every service shares: queue lookup, serving, periodic jobs."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -13,20 +12,14 @@ import uvicorn
 
 from shared.aws import Aws
 from shared.layout import expect_key
-from shared.pipeline import Queue
+from shared.observe import serve_metrics_or_warn
+from shared.pipeline import Queue, stage_of
 from shared.settings import Settings
 from shared.worker import Handler, Worker, WorkerOptions, stop_event_on_signals
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from types_aiobotocore_sqs import SQSClient
-
-
-def setup_logging(name: str) -> None:
-    logging.basicConfig(
-        level=os.environ.get("TELEMETRY_LOG_LEVEL", "INFO"),
-        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
-    )
 
 
 def worker_options(settings: Settings) -> WorkerOptions:
@@ -56,7 +49,8 @@ async def queue_worker(
 ) -> Worker:
     url = (await sqs.get_queue_url(QueueName=queue.name(settings)))["QueueUrl"]
     dlq = (await sqs.get_queue_url(QueueName=queue.dlq_name(settings)))["QueueUrl"]
-    return Worker(sqs, url, dlq, checked(queue, handler), worker_options(settings))
+    options = worker_options(settings)
+    return Worker(sqs, url, dlq, checked(queue, handler), options, stage_of(queue).name)
 
 
 async def queue_backlog(sqs: SQSClient, queue: str) -> int:
@@ -67,40 +61,6 @@ async def queue_backlog(sqs: SQSClient, queue: str) -> int:
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )
     return sum(int(v) for v in attrs.get("Attributes", {}).values())
-
-
-async def serve_metrics(render: Callable[[], str], host: str, port: int) -> asyncio.Server:
-    """A minimal `/metrics` for the queue workers, which have no web framework."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            body = render().encode()
-            head = (
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + body)
-            await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(answer, host, port)
-
-
-async def serve_metrics_or_warn(
-    render: Callable[[], str], settings: Settings
-) -> asyncio.Server | None:
-    """Metrics are never worth a dead worker: a port in use is only a warning."""
-    try:
-        return await serve_metrics(render, settings.host, settings.metrics_port)
-    except OSError:
-        logging.getLogger(__name__).warning(
-            "cannot serve /metrics on port %d", settings.metrics_port, exc_info=True
-        )
-        return None
 
 
 Job = Callable[[], Awaitable[object]]
@@ -127,13 +87,13 @@ async def run_workers(
     """Run queue workers (and `periodic` jobs: interval, job) until SIGTERM, with
     `/metrics` when a port is set."""
     stop = stop_event_on_signals()
-    server = None
-    if settings.metrics_port:
 
-        def render() -> str:
-            return aws.counter.prometheus() + "".join(w.prometheus() for w in workers)
+    async def refresh() -> None:
+        await asyncio.gather(*(w.watch.refresh_stats() for w in workers))
 
-        server = await serve_metrics_or_warn(render, settings)
+    server = await serve_metrics_or_warn(
+        [aws.counter, *(w.watch for w in workers)], settings.host, settings.metrics_port, refresh
+    )
     try:
         await asyncio.gather(
             *(w.run(stop) for w in workers),
@@ -145,9 +105,10 @@ async def run_workers(
 
 
 async def serve_http(app: FastAPI, host: str, port: int) -> None:
-    """uvicorn handles SIGTERM/SIGINT itself and drains open requests."""
+    """uvicorn handles SIGTERM/SIGINT itself and drains open requests; it logs
+    through the root logger (JSON lines, shared/logs.py), not its own config."""
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="info", access_log=False,
+        app, host=host, port=port, log_config=None, access_log=False,
         timeout_graceful_shutdown=20,
     )  # fmt: skip
     await uvicorn.Server(config).serve()

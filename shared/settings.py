@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # Bytes of accepted requests waiting for the stream; beyond it the collector
     # answers 503 at once instead of queueing without bound.
     collector_max_pending_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    # Events per second each API key may post to one collector process (0: no
+    # limit), and the burst it may send at once (at least a full batch).
+    collector_rate_limit: float = Field(default=1000.0, ge=0)
+    collector_rate_burst: int = Field(default=5000, ge=500)
     report_port: int = 8081
     # HTTP services: a request not answered within this (a dependency is slow or
     # down) gets 503 with Retry-After; also the report service's statement timeout.

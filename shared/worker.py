@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from shared import queues
 from shared.errors import PoisonMessageError, is_transient
+from shared.layout import batch_lag_s, key_fields
+from shared.logs import log_context, set_context
+from shared.observe import BATCH_LAG_SECONDS, HANDLE_SECONDS, MESSAGES, QUEUE_WAIT_SECONDS
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -81,6 +86,8 @@ def stop_event_on_signals() -> asyncio.Event:
 
 
 class Worker:
+    """Polls one queue and runs the handler on every key of each message."""
+
     def __init__(
         self,
         sqs: SQSClient,
@@ -88,22 +95,20 @@ class Worker:
         dlq_url: str,
         handler: Handler,
         options: WorkerOptions,
+        stage: str = "",
     ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.dlq_url = dlq_url
         self.handler = handler
         self.options = options
+        self.stage = stage
+        self.queue = queue_url.rsplit("/", 1)[-1]
+        self.dlq = dlq_url.rsplit("/", 1)[-1]
         self.tasks: set[asyncio.Task[None]] = set()
         self.outcomes: Counter[str] = Counter()
         self._stopping = asyncio.Event()
-
-    def prometheus(self) -> str:
-        queue = self.queue_url.rsplit("/", 1)[-1]
-        return "".join(
-            f'telemetry_messages_total{{queue="{queue}",outcome="{outcome}"}} {n}\n'
-            for outcome, n in sorted(self.outcomes.items())
-        )
+        self.watch = queues.QueueWatch(sqs, queue_url, dlq_url)  # its gauges on /metrics
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until `stop` is set, then drain in-flight messages (bounded)."""
@@ -154,27 +159,40 @@ class Worker:
             MaxNumberOfMessages=n,
             WaitTimeSeconds=self.options.wait_s,
             VisibilityTimeout=self.options.visibility_timeout_s,
-            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
         )
-        return list(resp.get("Messages", []))  # type: ignore[arg-type]
+        messages = list(resp.get("Messages", []))
+        now = time.time()
+        for message in messages:
+            sent = queues.sent_s(message)  # type: ignore[arg-type]
+            if sent is not None:
+                QUEUE_WAIT_SECONDS.labels(self.queue).observe(max(0.0, now - sent))
+        return messages  # type: ignore[return-value]
 
     async def _process(self, message: dict[str, Any]) -> None:
         receipt = message["ReceiptHandle"]
+        message_id = str(message.get("MessageId", receipt[:16]))
         count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        self.watch.sent[message_id] = queues.sent_s(message) or time.time()
+        started = time.monotonic()
         heartbeat = asyncio.create_task(self._heartbeat(receipt))
-        try:
-            outcome = await self._handle(message, count)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # Deleting or dead-lettering failed: the message simply comes back.
-            log.exception("could not settle a message on %s", self.queue_url)
-            outcome = "unsettled"
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+        with log_context(queue=self.queue, message_id=message_id):
+            try:
+                outcome = await self._handle(message, count)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Deleting or dead-lettering failed: the message simply comes back.
+                log.exception("could not settle a message on %s", self.queue_url)
+                outcome = "unsettled"
+            finally:
+                self.watch.sent.pop(message_id, None)
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
         self.outcomes[outcome] += 1
+        MESSAGES.labels(self.queue, outcome).inc()
+        HANDLE_SECONDS.labels(self.stage, self.queue).observe(time.monotonic() - started)
 
     async def _run_handler(self, body: str) -> None:
         """The handler on every key of the message; a passing failure is retried
@@ -185,6 +203,9 @@ class Worker:
         pause = 1.0
         async with asyncio.timeout_at(deadline):
             for key in keys:
+                # Until the message is settled: its failure is logged with its key.
+                set_context(**key_fields(key))
+                started = time.monotonic()
                 while True:
                     try:
                         await self.handler(key)
@@ -197,6 +218,15 @@ class Worker:
                         log.warning("%s on %s; retrying in %.0f s", exc, key, pause)
                         await asyncio.sleep(pause)
                         pause = min(pause * 2, TRANSIENT_RETRY_MAX_S)
+                self._done(key, time.monotonic() - started)
+
+    def _done(self, key: str, seconds: float) -> None:
+        """One info line per object handled, and how long after its acceptance."""
+        lag = batch_lag_s(key)
+        if lag is not None:
+            BATCH_LAG_SECONDS.labels(self.stage, self.queue).observe(lag)
+        log.info("handled %s in %.3f s", key, seconds,
+                 extra={"seconds": round(seconds, 3), "lag_s": lag and round(lag, 3)})  # fmt: skip
 
     async def _handle(self, message: dict[str, Any], count: int) -> str:
         receipt = message["ReceiptHandle"]

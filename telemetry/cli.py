@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from shared.aws import with_account
+from shared.logs import setup_logging
 from shared.pipeline import SERVICES, Resource, stage
-from shared.service import setup_logging
 from shared.settings import Settings, load_settings
 
 
@@ -44,6 +44,25 @@ def _parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="print a new API key (stored hashed)")
     create.add_argument("--tenant", required=True)
     create.add_argument("--scopes", default="ingest,read")
+    create.add_argument(
+        "--expires", default=None, help="a duration (90m, 12h, 30d, 2w) or a date; default never"
+    )
+    listing = keys.add_parser("list", help="keys by id and public prefix (never the secret)")
+    listing.add_argument("--tenant", default=None)
+    listing.add_argument("--all", action="store_true", help="revoked and expired keys too")
+    revoke = keys.add_parser("revoke", help="revoke a key by its id (effective within 5 s)")
+    revoke.add_argument("key_id")
+    dlq = sub.add_parser("dlq", help="dead-letter queues").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    dlq.add_parser("list", help="every dead-letter queue: depth and oldest message")
+    show = dlq.add_parser("show", help="dead letters of QUEUE with their reasons (left in place)")
+    redrive = dlq.add_parser("redrive", help="send QUEUE's dead letters back to it")
+    purge = dlq.add_parser("purge", help="delete QUEUE's dead letters")
+    for cmd in (show, redrive, purge):
+        cmd.add_argument("queue", help="a work queue or its dead-letter queue, by name")
+    show.add_argument("--limit", type=int, default=10)
+    purge.add_argument("--yes", action="store_true", help="yes, delete them")
     sim = sub.add_parser("simulate", help="send realistic traffic to the collector")
     sim.add_argument("--tenants", type=int, default=2)
     sim.add_argument("--rate", type=float, default=100.0, help="events per second")
@@ -109,9 +128,26 @@ def _run(args: argparse.Namespace) -> int:
         print("migrated")
         return 0
     if args.command == "keys":
-        from telemetry.commands import create_key
+        from telemetry import keys
 
-        print(asyncio.run(create_key(settings, args.tenant, args.scopes)))
+        if args.keys_command == "create":
+            print(asyncio.run(keys.create_key(settings, args.tenant, args.scopes, args.expires)))
+        elif args.keys_command == "list":
+            print(asyncio.run(keys.list_keys_command(settings, args.tenant, args.all)))
+        else:
+            print(asyncio.run(keys.revoke_key_command(settings, args.key_id)))
+        return 0
+    if args.command == "dlq":
+        from telemetry import dlq
+
+        if args.dlq_command == "list":
+            print(asyncio.run(dlq.list_command(settings)))
+        elif args.dlq_command == "show":
+            print(asyncio.run(dlq.show_command(settings, args.queue, args.limit)))
+        elif args.dlq_command == "redrive":
+            print(asyncio.run(dlq.redrive_command(settings, args.queue)))
+        else:
+            print(asyncio.run(dlq.purge_command(settings, args.queue, args.yes)))
         return 0
     from telemetry.simulate import simulate_command
 

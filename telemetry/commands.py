@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.auth import SCOPES, KeyStore
 from shared.aws import open_aws, with_account
 from shared.db import make_engine
-from shared.events import TENANT_RE
 from shared.settings import Settings
 from telemetry.provision import ensure_bucket, migrate, provision
 from telemetry.rebuild import rebuild, reconcile
@@ -71,19 +69,3 @@ async def rebuild_command(settings: Settings) -> str:
 async def migrate_command(settings: Settings) -> None:
     """The schema alone: what a deployment runs before each release."""
     await migrate(settings.require_database_url())
-
-
-def parse_scopes(text: str) -> frozenset[str]:
-    scopes = frozenset(s.strip() for s in text.split(",") if s.strip())
-    if not scopes or not scopes <= SCOPES:
-        raise UsageError(f"scopes must be a comma-separated subset of {sorted(SCOPES)}")
-    return scopes
-
-
-async def create_key(settings: Settings, tenant: str, scopes: str) -> str:
-    if not TENANT_RE.fullmatch(tenant):
-        raise UsageError(f"tenant must match {TENANT_RE.pattern}")
-    async with open_aws(settings) as aws:
-        return await KeyStore(aws.dynamodb, settings.keys_table).create(
-            tenant, parse_scopes(scopes)
-        )

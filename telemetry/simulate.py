@@ -28,7 +28,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, Any
@@ -39,14 +39,16 @@ from tqdm import tqdm
 
 from shared.events import format_ms, to_ms
 from shared.settings import Settings
-from telemetry.commands import UsageError, create_key
+from telemetry.commands import UsageError
+from telemetry.keys import temporary_keys
 from telemetry.traffic import Traffic
 
 CHANNELS = ("whatsapp", "whatsapp", "webchat", "email", "other")
 TICK_S = 0.25  # the sender posts what is due this often
 MAX_PULL = 10_000  # most events taken at once
-MAX_RETRIES = 8  # of one body answered 503
+MAX_RETRIES = 8  # of one body answered 503 or 429
 MAX_RETRY_AFTER_S = 30.0
+KEY_MARGIN = timedelta(minutes=10)  # the keys outlive the run by this much, at most
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -140,11 +142,11 @@ class SendStats:
 async def post_body(
     client: httpx.AsyncClient, key: str, body: bytes, stats: SendStats, sleep: Sleep
 ) -> None:
-    """POST one body; a 503 is retried with the same body after its Retry-After."""
+    """POST one body; a 503 or a 429 is retried with the same body after its Retry-After."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     for attempt in range(MAX_RETRIES + 1):
         resp = await client.post("/v1/events", content=body, headers=headers)
-        if resp.status_code != 503 or attempt == MAX_RETRIES:
+        if resp.status_code not in (429, 503) or attempt == MAX_RETRIES:
             break
         stats.retries += 1
         await sleep(retry_after_s(resp))
@@ -208,21 +210,23 @@ async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError("--tenants, --rate and --duration must be positive")
     rng = random.Random(args.seed)
     tenants = [f"sim-{i + 1}" for i in range(args.tenants)]
-    keys = {t: await create_key(settings, t, "ingest,read") for t in tenants}
     url = args.collector or f"http://127.0.0.1:{settings.collector_port}"
     traffic = Traffic(rng, tenants, args.rate, args.duration, int(time.time() * 1000))
-    with contextlib.ExitStack() as files:
-        out = files.enter_context(Path(args.out).open("wb")) if args.out else None  # noqa: ASYNC230
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            stats = await send_traffic(
-                traffic, client, keys, rate=args.rate, duration=args.duration, out=out
-            )
+    # Ingest-only keys that expire soon after the run and are revoked at its end.
+    lifetime = timedelta(seconds=args.duration) + KEY_MARGIN
+    async with temporary_keys(settings, tenants, "ingest", lifetime) as keys:
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(Path(args.out).open("wb")) if args.out else None  # noqa: ASYNC230
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                stats = await send_traffic(
+                    traffic, client, keys, rate=args.rate, duration=args.duration, out=out
+                )
     model = traffic.model.stats
     print(f"sent {stats.sent} events in {stats.bodies} bodies for tenants {', '.join(tenants)}; "
-          f"{stats.rejected} rejected, {stats.retries} retries after 503")  # fmt: skip
+          f"{stats.rejected} rejected, {stats.retries} retries after 503 or 429")  # fmt: skip
     print(f"  tickets {model['tickets']}, abandoned {model['abandoned']}, transfers "
           f"{model['transfers']}, reopens {model['reopens']}; duplicates "
           f"{traffic.stats['duplicates']}, late {traffic.stats['late']}")  # fmt: skip
-    for tenant, key in keys.items():
-        print(f"  {tenant}: {key}")
+    print(f"  its keys are revoked; to read the reports: telemetry keys create --tenant "
+          f"{tenants[0]} --scopes read --expires 1d")  # fmt: skip
     return 0

@@ -25,18 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from shared.aws import open_aws
-from shared.pipeline import SERVICES, STAGES, Kind
+from shared.pipeline import SERVICES
 from shared.settings import LOCAL_ENV_FILE, Settings
-from telemetry.commands import create_key, provision_command
+from telemetry.commands import provision_command
+from telemetry.keys import create_key
 from telemetry.snapshot import export_state
 
 DATA_DIR = Path(".telemetry")
 SNAPSHOT_DIR = DATA_DIR / "aws"
 STOP_GRACE_S = 45.0  # more than a worker's drain timeout
-# `/metrics` of the queue workers (the HTTP services serve it on their own port).
-METRICS_PORTS = {
-    s.name: 9101 + i for i, s in enumerate(s for s in STAGES if s.kind is not Kind.HTTP)
-}
+# `/metrics` of every service, each on a port of its own (never a public one).
+METRICS_PORTS = {name: 9101 + i for i, name in enumerate(SERVICES)}
 
 
 class StackError(RuntimeError):
@@ -102,9 +101,7 @@ class Supervisor:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str) -> None:
-        env = dict(self.env)
-        if name in METRICS_PORTS:
-            env["TELEMETRY_METRICS_PORT"] = str(METRICS_PORTS[name])
+        env = {**self.env, "TELEMETRY_METRICS_PORT": str(METRICS_PORTS[name])}
         self.children[name] = subprocess.Popen(
             [sys.executable, "-m", "telemetry.cli", name], env=env
         )
@@ -185,8 +182,8 @@ def up() -> int:
             f"  collector  {base}:{settings.collector_port}/v1/events\n"
             f"  reports    {base}:{settings.report_port}/v1/tenants/demo/reports/summary\n"
             f"  openapi    {base}:{settings.report_port}/docs\n"
-            f"  metrics    {base}:{{{settings.collector_port},{settings.report_port},9101-9105}}"
-            "/metrics\n"
+            f"  metrics    {base}:{{{min(METRICS_PORTS.values())}-{max(METRICS_PORTS.values())}}}"
+            f"/metrics ({', '.join(f'{p} {n}' for n, p in METRICS_PORTS.items())})\n"
             f"  tenant     demo\n"
             f"  api key    {key}\n"
             f"Ctrl-C stops everything.\n",

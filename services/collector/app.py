@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
+from services.collector.limits import MAX_NODES, RateLimiter, json_nodes
 from services.collector.stream import StreamBusyError, StreamUnavailableError, StreamWriter
 from shared.auth import ApiKey, KeyStore
 from shared.aws import Aws, open_aws
@@ -19,15 +21,19 @@ from shared.http import (
     ApiError,
     ApiKeyDep,
     GuardMiddleware,
+    HttpMetricsMiddleware,
     Readiness,
     install_error_handlers,
     json_response,
+    metrics_server,
     service_router,
 )
+from shared.observe import EVENTS
 from shared.settings import Settings
 
 MAX_BODY = 1024 * 1024
 MAX_EVENTS = 500
+OFF_LOOP_BYTES = 64 * 1024
 
 router = APIRouter()
 
@@ -40,8 +46,10 @@ def _writer(request: Request) -> StreamWriter:
 WriterDep = Annotated[StreamWriter, Depends(_writer)]
 
 
-def check_batch(body: bytes, api_key: ApiKey, now: datetime) -> tuple[list[bytes], list[Rejection]]:
-    """Split a request body into accepted NDJSON lines and per-event rejections."""
+def parse_batch(body: bytes) -> list[Any]:
+    """The events of a body, once it is known to be a bounded JSON array."""
+    if json_nodes(body) > MAX_NODES:
+        raise ApiError(413, "too_complex", f"body holds more than {MAX_NODES} JSON values")
     try:
         events = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -50,6 +58,17 @@ def check_batch(body: bytes, api_key: ApiKey, now: datetime) -> tuple[list[bytes
         raise ApiError(
             400, "invalid_batch", f"body must be a JSON array of 1 to {MAX_EVENTS} events"
         )
+    return events
+
+
+def check_batch(body: bytes, api_key: ApiKey, now: datetime) -> tuple[list[bytes], list[Rejection]]:
+    """Split a request body into accepted NDJSON lines and per-event rejections."""
+    return check_events(parse_batch(body), api_key, now)
+
+
+def check_events(
+    events: list[Any], api_key: ApiKey, now: datetime
+) -> tuple[list[bytes], list[Rejection]]:
     accepted: list[bytes] = []
     rejected: list[Rejection] = []
     for i, raw in enumerate(events):
@@ -81,18 +100,41 @@ async def post_events(request: Request, api_key: ApiKeyDep, writer: WriterDep) -
             raise ApiError(413, "too_large", "body exceeds 1 MiB")
         parts.append(part)
     body = b"".join(parts)
-    accepted, rejected = check_batch(body, api_key, datetime.now(UTC))
+    # A large body is parsed and validated off the event loop: other requests
+    # keep being answered while it is checked (bounded by MAX_NODES anyway).
+    off_loop = len(body) > OFF_LOOP_BYTES
+    events = await asyncio.to_thread(parse_batch, body) if off_loop else parse_batch(body)
+    limiter: RateLimiter = request.app.state.limiter
+    wait = limiter.take(api_key.key_id, len(events))
+    if wait:
+        EVENTS.labels("refused", "rate_limited").inc(len(events))
+        raise ApiError(
+            429, "rate_limited",
+            f"this key may send {limiter.rate:g} events/s (bursts of {limiter.burst});"
+            f" retry the whole batch in {wait} s", {"Retry-After": str(wait)},
+        )  # fmt: skip
+    now = datetime.now(UTC)
+    accepted, rejected = (
+        await asyncio.to_thread(check_events, events, api_key, now)
+        if off_loop
+        else check_events(events, api_key, now)
+    )
+    for r in rejected:
+        EVENTS.labels("rejected", r.code).inc()
     if accepted:
         try:
             await writer.write(api_key.tenant_id, accepted)
         except StreamBusyError as exc:
+            EVENTS.labels("refused", "busy").inc(len(accepted))
             raise ApiError(
                 503, "busy", f"retry the whole batch: {exc}", {"Retry-After": str(RETRY_AFTER_S)}
             ) from exc
         except StreamUnavailableError as exc:
+            EVENTS.labels("refused", "stream_unavailable").inc(len(accepted))
             raise ApiError(
                 503, "stream_unavailable", f"retry the whole batch: {exc}", {"Retry-After": "1"}
             ) from exc
+        EVENTS.labels("accepted", "").inc(len(accepted))
     answer = {
         "accepted": len(accepted),
         "rejected": [
@@ -127,6 +169,9 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.settings = settings
             app.state.aws = aws
             app.state.keys = KeyStore(aws.dynamodb, settings.keys_table)
+            app.state.limiter = RateLimiter(
+                settings.collector_rate_limit, settings.collector_rate_burst
+            )
             app.state.readiness = readiness(aws, settings)
             writer = StreamWriter(
                 aws.kinesis,
@@ -137,13 +182,18 @@ def create_app(settings: Settings) -> FastAPI:
             )
             writer.start()
             app.state.writer = writer
+            metrics = await metrics_server(aws, settings)
             try:
                 yield
             finally:  # uvicorn has answered every request by now
                 await writer.close(settings.drain_timeout_s)
+                await app.state.keys.close()
+                if metrics is not None:
+                    metrics.close()
 
     app = FastAPI(title="Telemetry collector", version="1", lifespan=lifespan)
     app.add_middleware(GuardMiddleware, timeout_s=settings.request_timeout_s)
+    app.add_middleware(HttpMetricsMiddleware)  # added last: outermost, sees the guard's 503s
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(service_router)

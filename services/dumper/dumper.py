@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
+from prometheus_client import Gauge
 
 from shared.events import TENANT_RE
 from shared.layout import new_batch_id, raw_key
+from shared.observe import BATCH_LAG_SECONDS, HANDLE_SECONDS
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -28,6 +30,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MIN_READ_INTERVAL_S = 0.2
+BEHIND = Gauge(
+    "telemetry_stream_behind_seconds",
+    "How far the dumper's last read of each shard was behind its tip (MillisBehindLatest).",
+    ["shard"],
+)
 
 
 @dataclass
@@ -45,14 +52,17 @@ class Buffers:
     by_tenant: dict[str, list[bytes]] = field(default_factory=dict)
     size: int = 0
     oldest: float | None = None
+    first_arrival: float | None = None  # epoch s the oldest record reached the stream
 
-    def add(self, tenant: str, data: bytes) -> None:
+    def add(self, tenant: str, data: bytes, arrived: float | None = None) -> None:
         if not data.endswith(b"\n"):
             data += b"\n"
         self.by_tenant.setdefault(tenant, []).append(data)
         self.size += len(data)
         if self.oldest is None:
             self.oldest = time.monotonic()
+        if arrived is not None and (self.first_arrival is None or arrived < self.first_arrival):
+            self.first_arrival = arrived
 
 
 @dataclass
@@ -162,10 +172,14 @@ class Dumper:
             log.warning("shard %s: %s; reopening", cursor.shard_id, exc)
             cursor.iterator = None
             return 0
+        if "MillisBehindLatest" in resp:
+            BEHIND.labels(cursor.shard_id).set(resp["MillisBehindLatest"] / 1000)
         for record in resp["Records"]:
             tenant = record["PartitionKey"].split("/", 1)[0]
+            arrived = record.get("ApproximateArrivalTimestamp")
             if TENANT_RE.fullmatch(tenant):
-                self.buffers.add(tenant, bytes(record["Data"]))
+                at = arrived.timestamp() if arrived is not None else None
+                self.buffers.add(tenant, bytes(record["Data"]), at)
             else:
                 log.error("record %s has no tenant; skipped", record["SequenceNumber"])
             cursor.read_seq = record["SequenceNumber"]
@@ -176,6 +190,7 @@ class Dumper:
     async def flush(self) -> None:
         """Write every tenant's buffer, then checkpoint: never the other way round."""
         buffers, self.buffers = self.buffers, Buffers()
+        started = time.monotonic()
         writes = [
             self.s3.put_object(
                 Bucket=self.config.bucket,
@@ -197,6 +212,16 @@ class Dumper:
             if cursor.read_seq != cursor.saved_seq and cursor.read_seq is not None:
                 await self._save_checkpoint(cursor.shard_id, cursor.read_seq)
                 cursor.saved_seq = cursor.read_seq
+        if writes:
+            seconds = time.monotonic() - started
+            HANDLE_SECONDS.labels("dumper", self.config.stream).observe(seconds)
+            lag = None
+            if buffers.first_arrival is not None:
+                lag = max(0.0, time.time() - buffers.first_arrival)
+                BATCH_LAG_SECONDS.labels("dumper", self.config.stream).observe(lag)
+            tenants = sorted(buffers.by_tenant)
+            log.info("wrote %d raw objects, %d bytes, in %.3f s", len(writes), buffers.size,
+                     seconds, extra={"tenants": tenants, "lag_s": lag})  # fmt: skip
 
     def _checkpoint_key(self, shard_id: str) -> dict[str, dict[str, str]]:
         return {"shard": {"S": f"{self.config.stream}/{shard_id}"}}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from services.dumper.dumper import Dumper, DumperConfig
 from shared.aws import open_aws
-from shared.service import serve_metrics_or_warn
+from shared.observe import serve_metrics_or_warn
 from shared.settings import Settings
 from shared.worker import stop_event_on_signals
 
@@ -18,9 +18,7 @@ async def run(settings: Settings) -> None:
         idle_poll_s=settings.dumper_idle_poll_s,
     )
     async with open_aws(settings) as aws:
-        server = None
-        if settings.metrics_port:
-            server = await serve_metrics_or_warn(aws.counter.prometheus, settings)
+        server = await serve_metrics_or_warn([aws.counter], settings.host, settings.metrics_port)
         try:
             await Dumper(aws.kinesis, aws.s3, aws.dynamodb, config).run(stop)
         finally:

@@ -6,7 +6,9 @@ object, so a redelivered message rewrites the same bytes.
 
 from __future__ import annotations
 
+import logging
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -27,11 +29,13 @@ from shared.layout import (
     ticket_token,
 )
 from shared.objects import get_bytes, put_bytes
+from shared.observe import QUARANTINED
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 
+log = logging.getLogger(__name__)
 # The collector checked "in the future" against its own clock; the batch time is the
 # dumper's. Allow their clocks to differ by an hour before refusing what got a 202.
 CLOCK_SKEW = timedelta(hours=1)
@@ -76,9 +80,17 @@ async def handle(deps: FilterDeps, key: str) -> None:
             stage_key(QUARANTINE, tenant, batch),
             encode_ndjson([{"reason": f"unreadable object {key}: {exc}", "line": None}]),
         )
+        QUARANTINED.labels("unreadable").inc()
+        log.error("unreadable object %s quarantined: %s", key, exc)
         return
     # The batch's own time, not this clock: a redelivery must write the same lines.
     kept, refused = split_events(lines, tenant, batch_time(batch))
+    reasons = Counter(r["reason"].split(":", 1)[0] for r in refused)
+    for reason, n in reasons.items():
+        QUARANTINED.labels(reason).inc(n)
+    if reasons["in_future"]:  # the collector's clock let it in: its 202 is not kept
+        log.warning("%d events accepted by the collector are in the future of %s",
+                    reasons["in_future"], key)  # fmt: skip
     if refused:
         await put_bytes(
             deps.s3, deps.bucket, stage_key(QUARANTINE, tenant, batch), encode_ndjson(refused)

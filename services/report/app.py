@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.report import queries
 from services.report.realtime import realtime_view, today_bounds
-from services.report.stats import day_range, intervals, parse_date, to_csv, zone
+from services.report.stats import check_buckets, day_range, intervals, parse_date, to_csv, zone
 from services.report.zones import ReportZones
 from shared.auth import KeyStore
 from shared.aws import Aws, open_aws
@@ -26,10 +26,12 @@ from shared.http import (
     ApiKeyDep,
     AwsDep,
     GuardMiddleware,
+    HttpMetricsMiddleware,
     Readiness,
     SettingsDep,
     install_error_handlers,
     json_response,
+    metrics_server,
     service_router,
 )
 from shared.settings import Settings
@@ -124,6 +126,7 @@ async def timeseries(
 ) -> Response:
     start, end = parse_date(from_, "from"), parse_date(to, "to")
     labels, bounds = intervals(start, end, zone(tz), granularity)
+    check_buckets(bounds, cal, granularity)
     points = [
         {"start": format_ms(to_ms(label)), **point}
         for label, point in zip(
@@ -206,12 +209,19 @@ def create_app(settings: Settings) -> FastAPI:
                 gc.collect()
                 gc.freeze()
                 app.state.keys = KeyStore(aws.dynamodb, settings.keys_table)
-                yield
+                metrics = await metrics_server(aws, settings)
+                try:
+                    yield
+                finally:
+                    await app.state.keys.close()
+                    if metrics is not None:
+                        metrics.close()
         finally:
             await engine.dispose()
 
     app = FastAPI(title="Telemetry reports", version="1", lifespan=lifespan)
     app.add_middleware(GuardMiddleware, timeout_s=settings.request_timeout_s)
+    app.add_middleware(HttpMetricsMiddleware)  # added last: outermost, sees the guard's 503s
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(router_root)

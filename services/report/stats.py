@@ -6,12 +6,13 @@ import csv
 import io
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.histogram import rank
 from shared.http import ApiError
-from shared.timebuckets import instant, local_midnight
+from shared.timebuckets import Calendar, decompose, epoch_s, instant, local_midnight
 
 PERCENTILES = (("p50_ms", 50), ("p90_ms", 90), ("p95_ms", 95))
 
@@ -77,6 +78,13 @@ def day_range(start: date, end: date, tz: ZoneInfo) -> tuple[datetime, datetime]
 
 GRANULARITIES = ("hour", "day", "week", "month")
 MAX_POINTS = 20_000
+# Rollup buckets one timeseries may read. Each point is read as a few aligned
+# buckets (services/report/queries.py): one per local day, week or month of a
+# report zone, up to about 27 per day in other zones (quarter hours and hours
+# around the offset). Building them costs about 1 µs each before any SQL, and
+# the SQL reads as many rows: 533,000 buckets (a daily series of 54 years in
+# Asia/Kolkata) cost 1.5 s of CPU.
+MAX_BUCKETS = 50_000
 QUARTER_HOUR = timedelta(minutes=15)  # every offset in use is a multiple of it
 
 
@@ -126,6 +134,31 @@ def intervals(
     return labels, [lo, *labels[1:], hi]
 
 
+def check_buckets(bounds: list[datetime], cal: Calendar | None, granularity: str) -> None:
+    """400 when the intervals of `bounds` need more than MAX_BUCKETS rollup buckets,
+    counted as services/report/queries.py decomposes them. In a report zone (from
+    where its rows are complete) a day, week or month series reads one bucket per
+    point, a clipped first or last week or month a few more; elsewhere each point
+    is decomposed into UTC buckets, and counting stops at the cap, so a refusal
+    costs what the cap allows, not what was asked."""
+    local = cal is not None and granularity != "hour" and epoch_s(bounds[0]) >= cal.since_s
+    total = len(bounds) - 1 + 2 * 10 if local else 0
+    if not local:
+        for lo, hi in pairwise(bounds):
+            try:
+                total += len(decompose(epoch_s(lo), epoch_s(hi)))
+            except (ValueError, OverflowError):  # the query refuses such a range itself
+                total += 1
+            if total > MAX_BUCKETS:
+                break
+    if total > MAX_BUCKETS:
+        raise ApiError(
+            400, "too_many_buckets",
+            f"this series reads more than {MAX_BUCKETS} rollup buckets; use a coarser"
+            " granularity, a shorter range, or a report zone (TELEMETRY_REPORT_ZONES)",
+        )  # fmt: skip
+
+
 def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in row.items():
@@ -137,8 +170,20 @@ def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP
+# "CSV injection"); ids come from producers, so such a string cell gets a leading
+# quote. Numbers are never touched: -3 stays a number.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    flat = [flatten(r) for r in rows]
+    flat = [{k: cell(v) for k, v in flatten(r).items()} for r in rows]
     columns: list[str] = []
     for r in flat:
         columns.extend(c for c in r if c not in columns)

@@ -21,7 +21,8 @@ from shared.aws import Aws, open_aws, with_account
 from shared.db import async_url
 from shared.pipeline import SERVICES
 from shared.settings import Settings
-from telemetry.commands import create_key, provision_command
+from telemetry.commands import provision_command
+from telemetry.keys import create_key
 from telemetry.provision import migrate
 from telemetry.up import free_port, start_moto, start_postgres, wait_http
 
@@ -177,12 +178,9 @@ def services(
     """One process of each service."""
     group = ServiceProcesses(stack_env, tmp_path_factory.mktemp("logs"))
     for name in SERVICES:
-        if name in ("collector", "report"):
-            group.start(name)
-        else:
-            port = str(free_port())
-            group.start(name, TELEMETRY_METRICS_PORT=port)
-            group.urls[f"{name}-metrics"] = f"http://127.0.0.1:{port}/metrics"
+        port = str(free_port())
+        group.start(name, TELEMETRY_METRICS_PORT=port)
+        group.urls[f"{name}-metrics"] = f"http://127.0.0.1:{port}/metrics"
     try:
         group.wait_ready()
         yield group.urls

@@ -7,6 +7,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from prometheus_client.parser import text_string_to_metric_families
+
 T = TypeVar("T")
 
 
@@ -33,3 +35,13 @@ def event(tenant: str, ticket: str, eid: str, etype: str, at: str, **fields: Any
         "occurred_at": at,
         **fields,
     }
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample called `name` in a Prometheus exposition."""
+    return [
+        (dict(s.labels), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    ]

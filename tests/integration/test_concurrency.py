@@ -24,7 +24,8 @@ from shared.objects import list_keys
 from shared.pipeline import DLQ_SUFFIX, queue_names
 from shared.service import queue_backlog
 from shared.settings import Settings
-from telemetry.commands import create_key, provision_command
+from telemetry.commands import provision_command
+from telemetry.keys import create_key
 from telemetry.simulate import ticket_life
 from telemetry.up import free_port
 from tests.integration.conftest import ServiceProcesses, settings_of

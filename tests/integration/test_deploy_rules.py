@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from typing import Any
@@ -22,11 +21,10 @@ from telemetry.healthcheck import healthy
 from telemetry.provision import ProvisionError
 from telemetry.rebuild import GENERATION_KEY
 from telemetry.up import free_port
-from tests.integration.helpers import event, eventually
+from tests.integration.helpers import event, eventually, samples
 from tests.integration.test_pipeline import KeyMaker, at, post, recent_base
 
 MOTO_ACCOUNT = "123456789012"
-SAMPLE = re.compile(r'telemetry_aws_requests_total\{service="(\w+)",operation="(\w+)"\} (\d+)')
 # botocore operations whose IAM action has another name.
 ACTION_OF = {
     ("s3", "ListObjectsV2"): "s3:ListBucket",
@@ -102,9 +100,12 @@ async def test_every_stage_calls_only_the_actions_it_declares(
     for name in ("collector", "report"):  # readiness checks call AWS too
         assert (await http.get(services[name] + "/readyz")).status_code == 200
     for stage in STAGES:
-        url = services.get(f"{stage.name}-metrics") or services[stage.name] + "/metrics"
+        url = services[f"{stage.name}-metrics"]
         text = (await http.get(url)).text
-        used = {ACTION_OF.get((svc, op), f"{svc}:{op}") for svc, op, _ in SAMPLE.findall(text)}
+        calls = {
+            (s["service"], s["operation"]) for s, _ in samples(text, "telemetry_aws_requests_total")
+        }
+        used = {ACTION_OF.get(call, ":".join(call)) for call in calls}
         assert used, f"{stage.name} made no AWS request"
         assert not {a for a in used if a.split(":")[1].startswith("Create")}, stage.name
         undeclared = used - stage.actions() - NO_PERMISSION_NEEDED

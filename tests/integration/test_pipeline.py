@@ -16,7 +16,7 @@ from shared.events import format_ms, to_ms
 from shared.layout import QUARANTINE, decode_ndjson_lines, new_batch_id, raw_key, stage_key
 from shared.objects import get_bytes
 from shared.settings import Settings
-from tests.integration.helpers import event, eventually
+from tests.integration.helpers import event, eventually, samples
 
 KeyMaker = Callable[..., Awaitable[str]]
 
@@ -352,20 +352,26 @@ async def test_every_service_counts_its_aws_requests_on_metrics(
     created = event("e2e-metrics-endpoint", "T-m", "m1", "ticket_created", at(b, 0),
                     channel="other", group_id="g")  # fmt: skip
     await post(http, services["collector"], key, [created])
+    requests, messages = "telemetry_aws_requests_total", "telemetry_messages_total"
     expected = {
-        "collector": 'operation="PutRecords"',
-        "dumper-metrics": 'operation="PutObject"',
-        "filter-metrics": 'outcome="done"',
-        "consolidator-metrics": 'operation="ListObjectsV2"',
-        "enricher-metrics": 'operation="Publish"',
-        "loader-metrics": 'queue="telemetry-load-realtime",outcome="done"',
-        "report": 'service="dynamodb"',
+        "collector": (requests, {"operation": "PutRecords"}),
+        "dumper": (requests, {"operation": "PutObject"}),
+        "filter": (messages, {"outcome": "done"}),
+        "consolidator": (requests, {"operation": "ListObjectsV2"}),
+        "enricher": (requests, {"operation": "Publish"}),
+        "loader": (messages, {"queue": "telemetry-load-realtime", "outcome": "done"}),
+        "report": (requests, {"service": "dynamodb"}),
     }
-    for name, needle in expected.items():
-        url = services[name] if name.endswith("metrics") else services[name] + "/metrics"
+    for name, (metric, wanted) in expected.items():
+        url = services[f"{name}-metrics"]
 
         async def scrape(url: str = url) -> str:
             return (await http.get(url)).text
 
-        text = await eventually(scrape, lambda t, needle=needle: needle in t)
-        assert "telemetry_aws_requests_total" in text
+        def found(text: str, metric: str = metric, wanted: dict[str, str] = wanted) -> bool:
+            return any(wanted.items() <= labels.items() for labels, _ in samples(text, metric))
+
+        text = await eventually(scrape, found)
+        assert "# TYPE telemetry_aws_requests_total counter" in text
+    for name in ("collector", "report"):  # never on the public ports
+        assert (await http.get(services[name] + "/metrics")).status_code == 404

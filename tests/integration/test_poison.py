@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import orjson
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from services.enricher.handler import enrich
@@ -23,6 +24,8 @@ from shared.layout import decode_ndjson_lines, encode_ndjson, parked_key, stage_
 from shared.objects import get_bytes, put_bytes
 from shared.settings import Settings
 from tests.integration.helpers import event
+
+PARKED_TOTAL = "telemetry_parked_tickets_total"
 
 
 def ticket_events(tenant: str, ticket: str, at: str, group: str = "g1") -> list[dict[str, Any]]:
@@ -62,8 +65,11 @@ async def test_a_batch_loads_its_good_tickets_and_parks_the_bad(
             s3=aws.s3, bucket=provisioned.bucket, engine=engine, dynamodb=aws.dynamodb,
             realtime_table=provisioned.realtime_table, calendars=provisioned.report_calendars(),
         )  # fmt: skip
+        parked_before = REGISTRY.get_sample_value(PARKED_TOTAL, {"stage": "reports"}) or 0
         await reports.handle(deps, key)  # does not raise: the message is done
-        await reports.handle(deps, key)  # a redelivery changes nothing
+        await reports.handle(deps, key)  # a redelivery changes nothing (but is counted)
+        parked_now = REGISTRY.get_sample_value(PARKED_TOTAL, {"stage": "reports"})
+        assert parked_now == parked_before + 2 * 3  # on /metrics
         async with engine.connect() as conn:
             rows = await conn.execute(
                 select(tickets.c.ticket_id, tickets.c.status).where(tickets.c.tenant_id == tenant)

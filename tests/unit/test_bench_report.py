@@ -6,6 +6,7 @@ import math
 
 import orjson
 import pytest
+from prometheus_client.exposition import generate_latest
 
 from bench.model import (
     Baseline,
@@ -26,6 +27,8 @@ from bench.model import (
 from bench.prices import S3_CLASS_A, S3_NOTIFICATION, cost_rows
 from bench.report import freshness_cell, render
 from bench.stack import parse_kib, parse_metrics, parse_stat
+from shared.aws import RequestCounter
+from shared.observe import MESSAGES, Exposition
 
 
 def step(rate: float, **over: object) -> Step:
@@ -110,10 +113,12 @@ def test_cost_counts_the_write_path_and_the_notifications_s3_sends() -> None:
 def test_parsers_of_metrics_and_proc() -> None:
     text = (
         "# HELP telemetry_aws_requests_total AWS requests made by this process.\n"
-        'telemetry_aws_requests_total{service="s3",operation="PutObject"} 12\n'
-        'telemetry_aws_requests_total{service="sqs",operation="DeleteMessage"} 3\n'
-        'telemetry_messages_total{queue="telemetry-filter",outcome="done"} 3\n'
-        'telemetry_messages_total{queue="telemetry-filter",outcome="retried"} 1\n'
+        "# TYPE telemetry_aws_requests_total counter\n"
+        'telemetry_aws_requests_total{service="s3",operation="PutObject"} 12.0\n'
+        'telemetry_aws_requests_total{operation="DeleteMessage",service="sqs"} 3.0\n'
+        'telemetry_messages_total{queue="telemetry-filter",outcome="done"} 3.0\n'
+        'telemetry_messages_total{queue="telemetry-filter",outcome="retried"} 1.0\n'
+        'telemetry_handle_seconds_bucket{stage="filter",queue="telemetry-filter",le="0.5"} 4.0\n'
     )
     scraped = parse_metrics(text)
     assert scraped.requests == {"s3 PutObject": 12, "sqs DeleteMessage": 3}
@@ -122,6 +127,16 @@ def test_parsers_of_metrics_and_proc() -> None:
     assert parse_stat(stat) == (150, 25, 7, 3)
     assert parse_kib("VmPeak:\t  2000 kB\nVmHWM:\t  1536 kB\n", "VmHWM") == 1536
     assert parse_kib("VmRSS:\t  1 kB\n", "VmHWM") is None
+
+
+def test_the_parser_reads_what_the_services_expose() -> None:
+    """The services' own exposition (prometheus_client), not a hand-written copy."""
+    counter = RequestCounter()
+    counter.counts[("s3", "PutObject")] = 7
+    MESSAGES.labels("parser-check", "done").inc(2)
+    scraped = parse_metrics(generate_latest(Exposition([counter])).decode())
+    assert scraped.requests == {"s3 PutObject": 7}
+    assert scraped.outcomes["parser-check done"] >= 2
 
 
 def result() -> Result:

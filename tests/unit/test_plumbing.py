@@ -91,6 +91,21 @@ def test_csv_flattens_nested_stats() -> None:
     assert text.splitlines() == ["n,wait_time.count,wait_time.avg_ms", "1,2,"]
 
 
+def test_csv_cells_that_a_spreadsheet_would_run_start_with_a_quote() -> None:
+    rows = [{"agent_id": aid, "n": -3, "avg": -1.5} for aid in
+            ("=HYPERLINK(\"x\")", "+1", "-2", "@SUM(A1)", "\tx", "a=b", "ok")]  # fmt: skip
+    lines = to_csv(rows).splitlines()
+    assert lines[1:] == [
+        '"\'=HYPERLINK(""x"")",-3,-1.5',
+        "'+1,-3,-1.5",
+        "'-2,-3,-1.5",
+        "'@SUM(A1),-3,-1.5",
+        "'\tx,-3,-1.5",
+        "a=b,-3,-1.5",
+        "ok,-3,-1.5",
+    ]
+
+
 def test_collector_accepts_valid_events_and_rejects_others_individually() -> None:
     key = ApiKey("acme", frozenset({"ingest"}))
     good = {"event_id": "e", "tenant_id": "acme", "ticket_id": "t", "type": "ticket_closed",

@@ -1,8 +1,9 @@
 import argparse
+import contextlib
 import itertools
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -357,16 +358,22 @@ async def test_simulate_command_sends_to_the_collector_and_writes_the_file(
         posted.extend(orjson.loads(request.content))
         return httpx.Response(202, json={"accepted": 1, "rejected": []})
 
-    async def create_key(settings: Settings, tenant: str, scopes: str) -> str:
-        assert scopes == "ingest,read"
-        return f"key-{tenant}"
+    @contextlib.asynccontextmanager
+    async def temporary_keys(
+        settings: Settings, tenants: list[str], scopes: str, lifetime: timedelta
+    ) -> AsyncIterator[dict[str, str]]:
+        assert scopes == "ingest" and lifetime < timedelta(minutes=11)  # no full-scope key
+        yield {t: f"key-{t}" for t in tenants}
+        revoked.extend(tenants)
+
+    revoked: list[str] = []
 
     real_client = httpx.AsyncClient
 
     def client(base_url: str, timeout: float) -> httpx.AsyncClient:
         return real_client(transport=httpx.MockTransport(collector), base_url=base_url)
 
-    monkeypatch.setattr(telemetry.simulate, "create_key", create_key)
+    monkeypatch.setattr(telemetry.simulate, "temporary_keys", temporary_keys)
     monkeypatch.setattr(httpx, "AsyncClient", client)
     out = tmp_path / "sim.ndjson"
     args = argparse.Namespace(tenants=3, rate=400.0, duration=0.5, collector=None,
@@ -375,4 +382,5 @@ async def test_simulate_command_sends_to_the_collector_and_writes_the_file(
     assert 50 < len(posted) < 250  # about 200 (0.5 s at 400/s), from a small model: it varies
     assert read_ndjson(out) == posted
     printed = capsys.readouterr().out
-    assert f"sent {len(posted)} events" in printed and "sim-3: key-sim-3" in printed
+    assert f"sent {len(posted)} events" in printed and "key-sim" not in printed
+    assert revoked == ["sim-1", "sim-2", "sim-3"]
