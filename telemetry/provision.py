@@ -305,6 +305,7 @@ async def provision(aws: Aws, settings: Settings) -> None:
     for table, hash_key in (
         (settings.keys_table, "key_hash"),
         (settings.checkpoints_table, "shard"),
+        (settings.store_table, "key"),  # ticket store: tenants' states and compaction leases
     ):
         await ensure_table(
             aws,

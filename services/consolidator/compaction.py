@@ -1,0 +1,364 @@
+"""Compaction of a tenant's store: minor and major merges, sealing, splitting, cold merges.
+
+Each step writes what it produces before it deletes what it read, and every
+step that moves lines out of a hot partition (sealing, splitting) or out of
+the cold runs a reader may hold (cold merges) first moves the tenant's
+state by a conditional put, and for a partition writes its new epoch marker
+before deleting anything in it (docs/design.md, "The ticket store"). So any
+number of compactors may run at once; the lease only saves the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from services.consolidator.manifest import ColdFile, ColdRun, Manifest
+from services.consolidator.merging import FileSink, Written, chained, merged
+from services.consolidator.partition import Listing, Policy, list_partition, plan
+from services.consolidator.reader import Reader
+from services.consolidator.runs import ZLIB, RunWriter, Ticket, token_hashes
+from services.consolidator.s3io import Listed, S3Io
+from services.consolidator.state import (
+    StateConflictError,
+    StateTable,
+    TenantState,
+    children,
+    depth,
+    now_ms,
+)
+from shared.layout import (
+    cold_file_key,
+    epoch_marker_key,
+    hot_prefix,
+    hot_run_key,
+    manifest_key,
+    new_batch_id,
+)
+from shared.objects import ObjectMissingError
+
+log = logging.getLogger(__name__)
+
+COLD = "#cold"  # pending work on the cold runs, beside partition ids
+LEASE_S = 60.0
+CAS_ATTEMPTS = 20
+READ_ATTEMPTS = 5
+MAX_DEPTH = 16
+TOMBSTONE = 10**12 - 1  # the epoch marker of a partition that was split
+
+
+@dataclass
+class Compactor:
+    io: S3Io
+    reader: Reader
+    table: StateTable
+    policy: Policy
+    states: dict[str, TenantState] = field(default_factory=dict)  # shared with the store
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex)
+    pending: dict[str, set[str]] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)  # what was done, and lines rewritten
+    _task: asyncio.Task[None] | None = None
+
+    def note(self, tenant: str, partition: str, listing: Listing) -> None:
+        """A batch saw this listing: remember the partition if it has work."""
+        if plan(listing, self.policy).kind != "none" or listing.size > self.policy.partition_bytes:
+            self.pending.setdefault(tenant, set()).add(partition)
+
+    def tick(self) -> None:
+        """Start working through the pending tenants, unless already at it."""
+        if self.pending and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self.run_pending())
+
+    async def close(self) -> None:
+        """Stop: anything half done is left as it is, which is always safe."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def run_pending(self) -> None:
+        for tenant in list(self.pending):
+            if not await self.table.take_lease(tenant, self.owner, LEASE_S):
+                continue  # another worker compacts it; try again later
+            work = self.pending.pop(tenant, set())
+            try:
+                await self.compact(tenant, work)
+            except Exception:
+                log.exception("compaction of %s failed; it is retried later", tenant)
+                self.pending.setdefault(tenant, set()).update(work)
+            finally:
+                await self.table.release_lease(tenant, self.owner)
+
+    async def compact(self, tenant: str, work: set[str]) -> None:
+        for partition in sorted(work - {COLD}):
+            while await self.compact_partition(tenant, partition):
+                await self.table.take_lease(tenant, self.owner, LEASE_S)
+        while await self.compact_cold(tenant):
+            await self.table.take_lease(tenant, self.owner, LEASE_S)
+
+    async def compact_all(self, tenant: str) -> None:
+        """Everything the tenant's store needs now (tests and benchmarks)."""
+        while True:
+            state = await self.table.read(tenant)
+            if state is None:
+                return
+            before = sum(self.counts.values())
+            await self.compact(tenant, set(state.parts))
+            if sum(self.counts.values()) == before:
+                return
+
+    async def compact_partition(self, tenant: str, partition: str) -> bool:
+        """One merge (or a split) of a partition; False when there was nothing to do."""
+        state = await self.table.read(tenant)
+        if state is None or partition not in state.parts:
+            return False
+        if partition in state.freezing:
+            await self.complete_split(tenant, partition)
+            return False
+        listing = await list_partition(self.io, tenant, partition)
+        if listing.mark is None:
+            return False
+        work = plan(listing, self.policy)
+        try:
+            if work.kind == "minor":
+                await self._rewrite(tenant, partition, work.inputs)
+                return True
+            if work.kind == "major":
+                kept = await self._major(tenant, partition, listing)
+                if kept > self.policy.partition_bytes:
+                    await self.split(tenant, partition)
+                return True
+            if sum(o.size for o in listing.majors) > self.policy.partition_bytes:
+                return await self.split(tenant, partition)
+        except ObjectMissingError:
+            return False  # another compactor took these inputs: look again later
+        return False
+
+    async def _write(self, tenant: str, new: TenantState) -> None:
+        await self.table.write(tenant, new)
+        self.states[tenant] = new
+
+    async def _fill(
+        self,
+        tickets: AsyncIterator[Ticket],
+        sinks: list[FileSink],
+        choose: Callable[[Ticket], int] = lambda _: 0,
+    ) -> None:
+        """Tickets into sinks[choose(ticket)]; if an input vanished (another
+        compactor was faster), what was written is removed and the error raised."""
+        try:
+            async for t in tickets:
+                await sinks[choose(t)].add(t)
+            for sink in sinks:
+                await sink.flush()
+        except ObjectMissingError:
+            await self.io.delete([k for sink in sinks for k in sink.keys])
+            raise
+
+    def _remember(self, key: str, data: bytes, writer: RunWriter) -> None:
+        self.reader.remember(key, data, writer.blocks)
+
+    async def _rewrite(self, tenant: str, partition: str, inputs: list[Listed]) -> None:
+        """Minor merge: inputs into one run of the partition, nothing sealed."""
+        sink = FileSink(self.io, lambda _: hot_run_key(tenant, partition), kept=self._remember)
+        await self._fill(merged([self.reader.stream(o.key, o.size) for o in inputs]), [sink])
+        keys = [o.key for o in inputs]
+        await self.io.delete(keys)
+        self.reader.forget(keys)
+        self.counts["minor"] += 1
+        self.counts["lines rewritten"] += sum(f.stats.lines for f in sink.files)
+
+    async def _major(self, tenant: str, partition: str, listing: Listing) -> int:
+        """Everything of the partition merged; closed idle tickets sealed into a cold run.
+        Returns the raw bytes kept hot."""
+        now = now_ms()
+        run = new_batch_id()
+        prefix = hot_prefix(tenant, partition)
+        hot = FileSink(self.io, lambda n: f"{prefix}m-{run}-{n:05d}.run", kept=self._remember)
+        cold = FileSink(self.io, lambda n: cold_file_key(tenant, run, n), codec=ZLIB)
+        streams = merged([self.reader.stream(o.key, o.size) for o in listing.objects])
+        await self._fill(streams, [hot, cold], lambda t: int(self.policy.sealable(t, now)))
+        keys = [o.key for o in listing.objects]
+        if cold.files and not await self._seal(tenant, partition, run, cold.files, listing):
+            await self.io.delete(cold.keys)  # the partition moved on: nothing is deleted
+            return 0
+        await self.io.delete(keys)
+        self.reader.forget(keys)
+        self.counts["major"] += 1
+        self.counts["sealed lines"] += sum(f.stats.lines for f in cold.files)
+        self.counts["lines rewritten"] += sum(f.stats.lines for f in hot.files + cold.files)
+        return hot.raw_bytes
+
+    async def _publish(self, tenant: str, manifest: Manifest) -> str:
+        key = manifest_key(tenant)
+        await self.io.put(key, manifest.encode())
+        return key
+
+    async def _seal(
+        self, tenant: str, partition: str, run: str, files: list[Written], listing: Listing
+    ) -> bool:
+        """Add the sealed run to the manifest and move the partition's epoch, then mark it."""
+        sealed = ColdRun(run, tuple(ColdFile.of(f.key, f.size, f.footer, f.stats) for f in files))
+        for _ in range(CAS_ATTEMPTS):
+            state = await self.table.read(tenant)
+            if state is None or partition not in state.parts or partition in state.freezing:
+                return False
+            manifest = await self.reader.manifest(state.manifest)
+            key = await self._publish(tenant, manifest.with_run(sealed))
+            new = state.next(parts={**state.parts, partition: state.version + 1}, manifest=key)
+            try:
+                await self._write(tenant, new)
+            except StateConflictError:
+                await self.io.delete([key])
+                continue
+            await self.io.put(epoch_marker_key(tenant, partition, new.version), b"")
+            await self.io.delete([*listing.marks, *([state.manifest] if state.manifest else [])])
+            if manifest.with_run(sealed).merge_plan():
+                self.pending.setdefault(tenant, set()).add(COLD)
+            return True
+        return False
+
+    async def compact_cold(self, tenant: str) -> bool:
+        """One tiered merge of cold runs; False when none is due."""
+        state = await self.table.read(tenant)
+        if state is None or not state.manifest:
+            return False
+        runs = (await self.reader.manifest(state.manifest)).merge_plan()
+        if not runs:
+            return False
+        run = new_batch_id()
+        sink = FileSink(self.io, lambda n: cold_file_key(tenant, run, n), codec=ZLIB)
+        sources = [
+            chained(
+                [
+                    partial(self.reader.stream, f.key, f.size, (f.footer_at, f.footer_len))
+                    for f in r.files
+                ]
+            )
+            for r in runs
+        ]
+        try:
+            await self._fill(self._renewing(tenant, merged(sources)), [sink])
+        except ObjectMissingError:
+            return True  # merged by another compactor meanwhile
+        out = ColdRun(run, tuple(ColdFile.of(f.key, f.size, f.footer, f.stats) for f in sink.files))
+        merged_ids = {r.id for r in runs}
+        for _ in range(CAS_ATTEMPTS):
+            state = await self.table.read(tenant)
+            if state is None:
+                return False
+            manifest = (await self.reader.manifest(state.manifest)).replace(merged_ids, out)
+            if manifest is None:  # another compactor merged them meanwhile
+                await self.io.delete(sink.keys)
+                return True
+            key = await self._publish(tenant, manifest)
+            try:
+                await self._write(tenant, state.next(manifest=key))
+            except StateConflictError:
+                await self.io.delete([key])
+                continue
+            inputs = [f.key for r in runs for f in r.files]
+            await self.io.delete([*inputs, state.manifest])
+            self.reader.forget(inputs)
+            self.counts["cold merge"] += 1
+            self.counts["lines rewritten"] += sum(f.lines for f in out.files)
+            return True
+        return False
+
+    async def _renewing(self, tenant: str, tickets: AsyncIterator[Ticket]) -> AsyncIterator[Ticket]:
+        """Keep the lease while a long merge runs."""
+        renewed = time.monotonic()
+        async for t in tickets:
+            yield t
+            if time.monotonic() - renewed > LEASE_S / 3:
+                await self.table.take_lease(tenant, self.owner, LEASE_S)
+                renewed = time.monotonic()
+
+    async def split(self, tenant: str, partition: str) -> bool:
+        """Freeze the partition (batches touching it wait), then move it into two."""
+        for _ in range(CAS_ATTEMPTS):
+            state = await self.table.read(tenant)
+            if state is None or partition not in state.parts:
+                return False
+            if partition in state.freezing:
+                break
+            if len(state.parts) >= self.policy.max_partitions or depth(partition) >= MAX_DEPTH:
+                return False
+            new = state.next(
+                parts={**state.parts, partition: state.version + 1},
+                freezing={**state.freezing, partition: now_ms()},
+            )
+            try:
+                await self._write(tenant, new)
+                break
+            except StateConflictError:
+                continue
+        await self.complete_split(tenant, partition)
+        return True
+
+    async def complete_split(self, tenant: str, partition: str) -> None:
+        """Copy a frozen partition into its two children and make them live.
+
+        Anyone may run this (a batch that waited too long does): the marker
+        goes first, so a batch that listed the partition before this
+        listing has its delta copied, and one that lists it after sees the
+        marker and waits. Concurrent copies only duplicate lines."""
+        state = await self.table.read(tenant)
+        if state is None or partition not in state.freezing:
+            return
+        await self.io.put(epoch_marker_key(tenant, partition, state.parts[partition]), b"")
+        bit = 63 - depth(partition)
+        kids = children(partition)
+        for _ in range(READ_ATTEMPTS):
+            listing = await list_partition(self.io, tenant, partition)
+            run = new_batch_id()
+            sinks = [
+                FileSink(self.io, partial(self._kid_key, tenant, kid, run), kept=self._remember)
+                for kid in kids
+            ]
+            streams = merged([self.reader.stream(o.key, o.size) for o in listing.objects])
+            try:
+                await self._fill(
+                    streams, sinks, lambda t: int(token_hashes([t.token])[0][0]) >> bit & 1
+                )
+            except ObjectMissingError:
+                continue  # a merge replaced what we listed: list again
+            break
+        else:
+            raise ObjectMissingError(f"{partition}: objects kept vanishing during the split")
+        for _ in range(CAS_ATTEMPTS):
+            state = await self.table.read(tenant)
+            if state is None or partition not in state.freezing:
+                return  # completed by another: our copies are duplicates in live children
+            version = state.version + 1
+            for kid in kids:
+                await self.io.put(epoch_marker_key(tenant, kid, version), b"")
+            parts = {p: e for p, e in state.parts.items() if p != partition}
+            parts.update(dict.fromkeys(kids, version))
+            freezing = {p: t for p, t in state.freezing.items() if p != partition}
+            try:
+                await self._write(tenant, state.next(parts=parts, freezing=freezing))
+                break
+            except StateConflictError:
+                continue
+        else:
+            return
+        self.counts["split"] += 1
+        self.counts["lines rewritten"] += sum(f.stats.lines for s in sinks for f in s.files)
+        # A tombstone, never deleted: whoever lists the dead partition later sees
+        # an epoch above any it knows, so it reads the state again.
+        tombstone = epoch_marker_key(tenant, partition, TOMBSTONE)
+        await self.io.put(tombstone, b"")
+        leftover = await list_partition(self.io, tenant, partition)
+        keys = [o.key for o in leftover.objects]
+        await self.io.delete([*keys, *(m for m in leftover.marks if m != tombstone)])
+        self.reader.forget(keys)
+
+    @staticmethod
+    def _kid_key(tenant: str, kid: str, run: str, n: int) -> str:
+        return f"{hot_prefix(tenant, kid)}m-{run}-{n:05d}.run"
