@@ -129,12 +129,11 @@ class Compactor:
                 await self._rewrite(tenant, partition, work.inputs)
                 return True
             if work.kind == "major":
-                kept = await self._major(tenant, partition, listing)
-                if kept > self.policy.partition_bytes:
+                kept, largest = await self._major(tenant, partition, listing)
+                # Splitting helps only if no single ticket is most of what is kept.
+                if kept > self.policy.partition_bytes and largest * 2 < kept:
                     await self.split(tenant, partition)
                 return True
-            if sum(o.size for o in listing.majors) > self.policy.partition_bytes:
-                return await self.split(tenant, partition)
         except ObjectMissingError:
             return False  # another compactor took these inputs: look again later
         return False
@@ -173,26 +172,35 @@ class Compactor:
         self.counts["minor"] += 1
         self.counts["lines rewritten"] += sum(f.stats.lines for f in sink.files)
 
-    async def _major(self, tenant: str, partition: str, listing: Listing) -> int:
+    async def _major(self, tenant: str, partition: str, listing: Listing) -> tuple[int, int]:
         """Everything of the partition merged; closed idle tickets sealed into a cold run.
-        Returns the raw bytes kept hot."""
+        Returns the raw bytes kept hot, and those of its largest ticket."""
         now = now_ms()
         run = new_batch_id()
         prefix = hot_prefix(tenant, partition)
         hot = FileSink(self.io, lambda n: f"{prefix}m-{run}-{n:05d}.run", kept=self._remember)
         cold = FileSink(self.io, lambda n: cold_file_key(tenant, run, n), codec=ZLIB)
+        largest = 0
+
+        def choose(t: Ticket) -> int:
+            nonlocal largest
+            if self.policy.sealable(t, now):
+                return 1
+            largest = max(largest, len(t.events))
+            return 0
+
         streams = merged([self.reader.stream(o.key, o.size) for o in listing.objects])
-        await self._fill(streams, [hot, cold], lambda t: int(self.policy.sealable(t, now)))
+        await self._fill(streams, [hot, cold], choose)
         keys = [o.key for o in listing.objects]
         if cold.files and not await self._seal(tenant, partition, run, cold.files, listing):
             await self.io.delete(cold.keys)  # the partition moved on: nothing is deleted
-            return 0
+            return 0, 0
         await self.io.delete(keys)
         self.reader.forget(keys)
         self.counts["major"] += 1
         self.counts["sealed lines"] += sum(f.stats.lines for f in cold.files)
         self.counts["lines rewritten"] += sum(f.stats.lines for f in hot.files + cold.files)
-        return hot.raw_bytes
+        return hot.raw_bytes, largest
 
     async def _publish(self, tenant: str, manifest: Manifest) -> str:
         key = manifest_key(tenant)

@@ -25,6 +25,7 @@ from services.consolidator.runs import ZLIB, Ticket, tickets_of
 from services.consolidator.s3io import S3Io
 from services.consolidator.state import ROOT, StateConflictError, StateTable, TenantState
 from shared.layout import cold_file_key, epoch_marker_key, manifest_key, new_batch_id, store_root
+from shared.objects import ObjectMissingError
 
 LEGACY_BUCKET = re.compile(r"\d{4}")
 LEASE_WAIT_S = 60.0
@@ -99,7 +100,13 @@ async def initialize(io: S3Io, table: StateTable, tenant: str, owner: str) -> Te
             if LEGACY_BUCKET.fullmatch(d.rstrip("/").rsplit("/", 1)[1]):
                 found, _ = await io.listdir(d)
                 old += [o.key for o in found]
-        runs = [r for key in old for r in await convert(io, tenant, key)]
+        try:
+            runs = [r for key in old for r in await convert(io, tenant, key)]
+        except ObjectMissingError:  # converted and deleted by another worker meanwhile
+            state = await table.read(tenant)
+            if state is None:
+                raise
+            return state
         manifest = manifest_key(tenant) if runs else ""
         if runs:
             await io.put(manifest, Manifest(tuple(runs)).encode())

@@ -25,7 +25,7 @@ from services.consolidator.cache import ByteCache
 from services.consolidator.compaction import Compactor
 from services.consolidator.merging import Blocks, chained, merged
 from services.consolidator.migrate import initialize
-from services.consolidator.partition import Listing, Policy, list_partition
+from services.consolidator.partition import MAJOR_MIN_BYTES, Listing, Policy, list_partition
 from services.consolidator.reader import Reader
 from services.consolidator.runs import Array, Ticket, tickets_of, token_hashes, write_file
 from services.consolidator.s3io import S3Io
@@ -220,6 +220,7 @@ def make_store(aws: Aws, settings: Settings) -> TicketStore:
         open_retention_ms=int(settings.store_open_retention_s * 1000),
         partition_bytes=settings.store_partition_bytes,
         max_partitions=settings.store_max_partitions,
+        major_min_bytes=min(MAJOR_MIN_BYTES, settings.store_partition_bytes // 4),
     )
     return build_store(
         aws.s3, aws.dynamodb, settings.bucket, settings.store_table, policy,
