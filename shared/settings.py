@@ -68,7 +68,7 @@ class Settings(BaseSettings):
 
     store_table: str = "telemetry-store"
     compact_after: int = Field(default=6, ge=2)
-    store_cache_bytes: int = Field(default=192 * 1024 * 1024, ge=0)
+    store_cache_bytes: int = Field(default=128 * 1024 * 1024, ge=0)
     store_retention_s: float = Field(default=86_400.0, ge=0)
     store_open_retention_s: float = Field(default=30 * 86_400.0, ge=0)
     store_partition_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from services.consolidator.manifest import ColdFile, ColdRun, Manifest
-from services.consolidator.merging import FileSink, Written, chained, merged
+from services.consolidator.merging import (
+    COLD_FILE_BYTES,
+    FileSink,
+    Written,
+    chained,
+    chunk_for,
+    merged,
+)
 from services.consolidator.partition import Listing, Policy, list_partition, plan
 from services.consolidator.reader import Reader
 from services.consolidator.runs import ZLIB, RunWriter, Ticket, token_hashes
@@ -60,15 +67,18 @@ class Compactor:
     table: StateTable
     policy: Policy
     states: dict[str, TenantState] = field(default_factory=dict)  # shared with the store
+    clock: Callable[[], int] = now_ms  # what sealing calls now (a replay sets its own)
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
-    pending: dict[str, set[str]] = field(default_factory=dict)
+    # tenant -> partitions (and COLD) with work, with the last listing a batch saw of each
+    pending: dict[str, dict[str, Listing | None]] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)  # what was done, and lines rewritten
     _task: asyncio.Task[None] | None = None
+    _leases: dict[str, float] = field(default_factory=dict)  # tenant -> when ours ends
 
     def note(self, tenant: str, partition: str, listing: Listing) -> None:
         """A batch saw this listing: remember the partition if it has work."""
-        if plan(listing, self.policy).kind != "none" or listing.size > self.policy.partition_bytes:
-            self.pending.setdefault(tenant, set()).add(partition)
+        if plan(listing, self.policy).kind != "none":
+            self.pending.setdefault(tenant, {})[partition] = listing
 
     def tick(self) -> None:
         """Start working through the pending tenants, unless already at it."""
@@ -80,26 +90,48 @@ class Compactor:
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        for tenant in list(self._leases):
+            await self.table.release_lease(tenant, self.owner)
+        self._leases.clear()
+
+    async def _lease(self, tenant: str) -> bool:
+        """Hold the tenant's lease (renewed when a third of it is left); False if another
+        worker holds it. Held across batches, it costs a write every 40 s, not per merge."""
+        if self._leases.get(tenant, 0.0) - time.monotonic() > LEASE_S / 3:
+            return True
+        asked = time.monotonic()
+        if await self.table.take_lease(tenant, self.owner, LEASE_S):
+            self._leases[tenant] = asked + LEASE_S
+            return True
+        self._leases.pop(tenant, None)
+        return False
 
     async def run_pending(self) -> None:
         for tenant in list(self.pending):
-            if not await self.table.take_lease(tenant, self.owner, LEASE_S):
+            if not await self._lease(tenant):
                 continue  # another worker compacts it; try again later
-            work = self.pending.pop(tenant, set())
+            work = self.pending.pop(tenant, {})
             try:
                 await self.compact(tenant, work)
             except Exception:
                 log.exception("compaction of %s failed; it is retried later", tenant)
-                self.pending.setdefault(tenant, set()).update(work)
-            finally:
-                await self.table.release_lease(tenant, self.owner)
+                self.pending.setdefault(tenant, {}).update(dict.fromkeys(work))
 
-    async def compact(self, tenant: str, work: set[str]) -> None:
-        for partition in sorted(work - {COLD}):
-            while await self.compact_partition(tenant, partition):
-                await self.table.take_lease(tenant, self.owner, LEASE_S)
-        while await self.compact_cold(tenant):
-            await self.table.take_lease(tenant, self.owner, LEASE_S)
+    async def compact(self, tenant: str, work: dict[str, Listing | None]) -> None:
+        for partition, listing in sorted(work.items()):
+            if partition == COLD:
+                continue
+            seen: Listing | bool | None = listing
+            while seen is not False:
+                seen = await self.compact_partition(
+                    tenant, partition, seen if isinstance(seen, Listing) else None
+                )
+                if seen is not False and not await self._lease(tenant):
+                    return
+        if COLD in work:
+            while await self.compact_cold(tenant):
+                if not await self._lease(tenant):
+                    return
 
     async def compact_all(self, tenant: str) -> None:
         """Everything the tenant's store needs now (tests and benchmarks)."""
@@ -107,27 +139,45 @@ class Compactor:
             state = await self.table.read(tenant)
             if state is None:
                 return
+            self.states[tenant] = state
             before = sum(self.counts.values())
-            await self.compact(tenant, set(state.parts))
+            await self.compact(tenant, dict.fromkeys([*state.parts, COLD]))
             if sum(self.counts.values()) == before:
                 return
 
-    async def compact_partition(self, tenant: str, partition: str) -> bool:
-        """One merge (or a split) of a partition; False when there was nothing to do."""
+    async def major(self, tenant: str) -> None:
+        """A major merge of every partition now: all that is sealable is sealed (an
+        operator's tool, e.g. before a rebuild; tests and benchmarks)."""
         state = await self.table.read(tenant)
+        for partition in sorted(state.parts if state else ()):
+            listing = await list_partition(self.io, tenant, partition)
+            if listing.objects and listing.mark is not None:
+                await self._major(tenant, partition, listing)
+
+    async def compact_partition(
+        self, tenant: str, partition: str, listing: Listing | None = None
+    ) -> Listing | bool:
+        """One merge (or a split) of a partition; False when there was nothing to do, else
+        what the partition holds now as far as this merge knows (True: list it again).
+        `listing` is one a batch just made, saving a LIST: any listing is safe to act on
+        (an input gone means another compactor was faster, and nothing is done)."""
+        state = self.states.get(tenant) or await self.table.read(tenant)
         if state is None or partition not in state.parts:
             return False
         if partition in state.freezing:
             await self.complete_split(tenant, partition)
             return False
-        listing = await list_partition(self.io, tenant, partition)
+        if listing is None:
+            listing = await list_partition(self.io, tenant, partition)
         if listing.mark is None:
             return False
         work = plan(listing, self.policy)
         try:
             if work.kind == "minor":
-                await self._rewrite(tenant, partition, work.inputs)
-                return True
+                written = await self._rewrite(tenant, partition, work.inputs)
+                gone = {o.key for o in work.inputs}
+                rest = [o for o in listing.objects if o.key not in gone]
+                return Listing([*rest, *written], listing.mark, listing.marks)
             if work.kind == "major":
                 kept, largest = await self._major(tenant, partition, listing)
                 # Splitting helps only if no single ticket is most of what is kept.
@@ -159,27 +209,37 @@ class Compactor:
             await self.io.delete([k for sink in sinks for k in sink.keys])
             raise
 
+    def _merged(self, inputs: list[Listed]) -> AsyncIterator[Ticket]:
+        chunk = chunk_for(len(inputs))
+        return merged([self.reader.stream(o.key, o.size, chunk_bytes=chunk) for o in inputs])
+
+    def _cold_sink(self, tenant: str, run: str) -> FileSink:
+        return FileSink(
+            self.io, partial(cold_file_key, tenant, run), codec=ZLIB, file_bytes=COLD_FILE_BYTES
+        )
+
     def _remember(self, key: str, data: bytes, writer: RunWriter) -> None:
         self.reader.remember(key, data, writer.blocks)
 
-    async def _rewrite(self, tenant: str, partition: str, inputs: list[Listed]) -> None:
+    async def _rewrite(self, tenant: str, partition: str, inputs: list[Listed]) -> list[Listed]:
         """Minor merge: inputs into one run of the partition, nothing sealed."""
         sink = FileSink(self.io, lambda _: hot_run_key(tenant, partition), kept=self._remember)
-        await self._fill(merged([self.reader.stream(o.key, o.size) for o in inputs]), [sink])
+        await self._fill(self._merged(inputs), [sink])
         keys = [o.key for o in inputs]
         await self.io.delete(keys)
         self.reader.forget(keys)
         self.counts["minor"] += 1
         self.counts["lines rewritten"] += sum(f.stats.lines for f in sink.files)
+        return [Listed(f.key, f.size) for f in sink.files]
 
     async def _major(self, tenant: str, partition: str, listing: Listing) -> tuple[int, int]:
         """Everything of the partition merged; closed idle tickets sealed into a cold run.
         Returns the raw bytes kept hot, and those of its largest ticket."""
-        now = now_ms()
+        now = self.clock()
         run = new_batch_id()
         prefix = hot_prefix(tenant, partition)
         hot = FileSink(self.io, lambda n: f"{prefix}m-{run}-{n:05d}.run", kept=self._remember)
-        cold = FileSink(self.io, lambda n: cold_file_key(tenant, run, n), codec=ZLIB)
+        cold = self._cold_sink(tenant, run)
         largest = 0
 
         def choose(t: Ticket) -> int:
@@ -189,8 +249,7 @@ class Compactor:
             largest = max(largest, len(t.events))
             return 0
 
-        streams = merged([self.reader.stream(o.key, o.size) for o in listing.objects])
-        await self._fill(streams, [hot, cold], choose)
+        await self._fill(self._merged(listing.objects), [hot, cold], choose)
         keys = [o.key for o in listing.objects]
         if cold.files and not await self._seal(tenant, partition, run, cold.files, listing):
             await self.io.delete(cold.keys)  # the partition moved on: nothing is deleted
@@ -227,7 +286,7 @@ class Compactor:
             await self.io.put(epoch_marker_key(tenant, partition, new.version), b"")
             await self.io.delete([*listing.marks, *([state.manifest] if state.manifest else [])])
             if manifest.with_run(sealed).merge_plan():
-                self.pending.setdefault(tenant, set()).add(COLD)
+                self.pending.setdefault(tenant, {})[COLD] = None
             return True
         return False
 
@@ -240,11 +299,12 @@ class Compactor:
         if not runs:
             return False
         run = new_batch_id()
-        sink = FileSink(self.io, lambda n: cold_file_key(tenant, run, n), codec=ZLIB)
+        sink = self._cold_sink(tenant, run)
+        chunk = chunk_for(len(runs))
         sources = [
             chained(
                 [
-                    partial(self.reader.stream, f.key, f.size, (f.footer_at, f.footer_len))
+                    partial(self.reader.stream, f.key, f.size, (f.footer_at, f.footer_len), chunk)
                     for f in r.files
                 ]
             )
@@ -329,7 +389,7 @@ class Compactor:
                 FileSink(self.io, partial(self._kid_key, tenant, kid, run), kept=self._remember)
                 for kid in kids
             ]
-            streams = merged([self.reader.stream(o.key, o.size) for o in listing.objects])
+            streams = self._merged(listing.objects)
             try:
                 await self._fill(
                     streams, sinks, lambda t: int(token_hashes([t.token])[0][0]) >> bit & 1

@@ -22,7 +22,9 @@ from services.consolidator.runs import (
 )
 from services.consolidator.s3io import S3Io
 
-FILE_BYTES = 32 * 1024 * 1024  # raw bytes of one written file, at most (about)
+HOT_FILE_BYTES = 8 * 1024 * 1024  # raw bytes of one written hot file, about
+COLD_FILE_BYTES = 32 * 1024 * 1024  # and of a cold one (compressed, about a tenth of that)
+MERGE_BUFFER_BYTES = 32 * 1024 * 1024  # what the inputs of one merge read ahead, in all
 
 Blocks = AsyncIterator[list[Ticket]]
 
@@ -41,6 +43,11 @@ class _Source:
                 return False
             self.at = 0
         return True
+
+
+def chunk_for(inputs: int) -> int:
+    """Read-ahead of each of `inputs` streams merged at once."""
+    return max(256 * 1024, MERGE_BUFFER_BYTES // max(1, inputs))
 
 
 async def merged(inputs: Sequence[Blocks]) -> AsyncIterator[Ticket]:
@@ -87,14 +94,14 @@ class FileSink:
     io: S3Io
     next_key: Callable[[int], str]
     codec: int = RAW
-    file_bytes: int = FILE_BYTES
+    file_bytes: int = HOT_FILE_BYTES
     kept: Callable[[str, bytes, RunWriter], None] | None = None
     files: list[Written] = field(default_factory=list)
     _writer: RunWriter | None = None
 
     async def add(self, ticket: Ticket) -> None:
         if self._writer is None:
-            self._writer = RunWriter(self.codec)
+            self._writer = RunWriter(self.codec, keep_blocks=self.kept is not None)
         self._writer.add(ticket)
         if self._writer.size >= self.file_bytes:
             await self.flush()

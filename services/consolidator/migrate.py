@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from functools import partial
 
 from services.consolidator.manifest import ColdFile, ColdRun, Manifest
-from services.consolidator.merging import FileSink
+from services.consolidator.merging import COLD_FILE_BYTES, FileSink
 from services.consolidator.runs import ZLIB, Ticket, tickets_of
 from services.consolidator.s3io import S3Io
 from services.consolidator.state import ROOT, StateConflictError, StateTable, TenantState
@@ -76,7 +76,9 @@ async def convert(io: S3Io, tenant: str, key: str) -> list[ColdRun]:
         if sink is None or ticket.token <= last:
             await close()
             run = new_batch_id()
-            sink = FileSink(io, partial(cold_file_key, tenant, run), codec=ZLIB)
+            sink = FileSink(
+                io, partial(cold_file_key, tenant, run), codec=ZLIB, file_bytes=COLD_FILE_BYTES
+            )
         await sink.add(ticket)
         last = ticket.token
         if n % 2000 == 0:

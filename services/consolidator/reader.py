@@ -108,7 +108,11 @@ class Reader:
         self.cache.put(("f", key), footer, footer.nbytes)
         return footer
 
-    async def blocks(self, key: str, footer: Footer, wanted: set[int]) -> dict[int, Block]:
+    async def blocks(
+        self, key: str, footer: Footer, wanted: set[int], keep_all: bool = True
+    ) -> dict[int, Block]:
+        """The wanted blocks; when the whole body is read, the others are kept too if
+        `keep_all` (hot files, whose other tickets the next batches want)."""
         out: dict[int, Block] = {}
         missing = []
         for b in sorted(wanted):
@@ -126,6 +130,8 @@ class Reader:
         datas = await asyncio.gather(*(self.io.get(key, offsets[a], offsets[b]) for a, b in spans))
         for (a, b), data in zip(spans, datas, strict=True):
             for i in range(a, b):
+                if not keep_all and i not in wanted:
+                    continue
                 chunk = data[offsets[i] - offsets[a] : offsets[i + 1] - offsets[a]]
                 block = {t.token: t for t in decode_block(chunk, footer.codec)}
                 self.cache.put(("b", key, i), block, block_nbytes(block))
@@ -141,7 +147,9 @@ class Reader:
         hashes: tuple[Array, Array],
         at: tuple[int, int] | None = None,
     ) -> list[Ticket]:
-        """The tickets among `tokens` that the file holds (hashes: `token_hashes(tokens)`)."""
+        """The tickets among `tokens` that the file holds (hashes: `token_hashes(tokens)`).
+        `at` (where the footer is) is known for cold files: only their wanted blocks are
+        kept in the cache."""
         footer = await self.footer(key, size, at)
         by_block: dict[int, list[bytes]] = {}
         for i in np.flatnonzero(footer.may_hold(*hashes)).tolist():
@@ -150,7 +158,7 @@ class Reader:
                 by_block.setdefault(b, []).append(tokens[i])
         if not by_block:
             return []
-        blocks = await self.blocks(key, footer, set(by_block))
+        blocks = await self.blocks(key, footer, set(by_block), keep_all=at is None)
         found = []
         for b, wanted in by_block.items():
             for token in wanted:

@@ -181,6 +181,7 @@ class RunWriter:
     """Builds one file from tickets given in increasing token order."""
 
     codec: int = RAW
+    keep_blocks: bool = True  # hold the tickets written, by block (to cache them)
     block_bytes: int = BLOCK_BYTES
     stats: FileStats = field(default_factory=FileStats)
     _chunks: list[bytes] = field(default_factory=list)
@@ -215,7 +216,8 @@ class RunWriter:
         self._chunks.append(data)
         self._offsets.append(self._offsets[-1] + len(data))
         self._firsts.append(self._pending[0].token)
-        self.blocks.append(self._pending)
+        if self.keep_blocks:
+            self.blocks.append(self._pending)
         self._pending = []
         self._pending_bytes = 0
 

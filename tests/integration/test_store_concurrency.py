@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 from collections import Counter
 
@@ -73,7 +74,9 @@ async def test_views_are_ordered_by_inclusion_under_concurrency_and_crashes(
                 try:
                     if rng.random() < 0.15:  # a crash somewhere in the batch
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(store.merge(t, batch, lines), rng.random() * 0.05)
+                            await asyncio.wait_for(
+                                store.merge(t, batch, lines), rng.random() * 0.05
+                            )
                         cut_short["batch"] += 1
                         raise StoreRaceError("crashed")
                     view = await store.merge(t, batch, lines)
@@ -107,7 +110,7 @@ async def test_views_are_ordered_by_inclusion_under_concurrency_and_crashes(
         for token, seen in views.items():
             mine = {x for x in everything if x[0] == token}
             chain = sorted(seen, key=len)
-            for smaller, larger in zip(chain, chain[1:], strict=False):
+            for smaller, larger in itertools.pairwise(chain):
                 assert smaller <= larger, f"{token!r}: two views not ordered by inclusion"
             assert chain[-1] == mine, f"{token!r}: the last view misses lines"
         fresh = store_of(aws)
@@ -117,5 +120,7 @@ async def test_views_are_ordered_by_inclusion_under_concurrency_and_crashes(
         }
         counts = sum((s.compactor.counts for s in stores), Counter())
         state = await fresh.state(t)
-        print(f"seed {seed}: {dict(counts)}, cut short {dict(cut_short)}, parts {list(state.parts)}")
+        print(
+            f"seed {seed}: {dict(counts)}, cut short {dict(cut_short)}, parts {list(state.parts)}"
+        )
         assert counts["sealed lines"] and counts["split"] and state.manifest
