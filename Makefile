@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
 .PHONY: install up test lint typecheck unit integration compose-check bench bench-engine bench-cost \
-	bench-baseline bench-reports clean
+	bench-baseline bench-reports bench-store clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench-cost: install
 
 bench-baseline: install
 	$(BIN)/python -m bench.baseline
+
+# The ticket store's cost per batch at 0, 30 and 365 days of history (about 20 minutes).
+bench-store: install
+	$(BIN)/python -m bench.store
 
 # Report latency over 10 M tickets (first run: about 25 minutes and 20 GB in .telemetry/).
 # It loads the rollup dimensions the measured reports read; --dims all of them: ~1.5 h.

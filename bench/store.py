@@ -226,12 +226,21 @@ def main() -> None:
             out = subprocess.run(command, check=True, capture_output=True, text=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             result["history written in s"] = round(took)
+            if moto is not None:
+                result["moto RSS MiB"] = _rss_mib(moto.pid)
             print(json.dumps(result, indent=1), flush=True)
             results.append(result)
     finally:
         if moto is not None:
             moto.terminate()
     print(table(results))
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
 def table(results: list[dict[str, Any]]) -> str:

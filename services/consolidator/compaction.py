@@ -333,6 +333,8 @@ class Compactor:
             inputs = [f.key for r in runs for f in r.files]
             await self.io.delete([*inputs, state.manifest])
             self.reader.forget(inputs)
+            for r in runs:
+                self.reader.cache.drop(("r", r.id))
             self.counts["cold merge"] += 1
             self.counts["lines rewritten"] += sum(f.lines for f in out.files)
             return True

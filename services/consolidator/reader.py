@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from services.consolidator.cache import ByteCache
-from services.consolidator.manifest import Manifest
+from services.consolidator.manifest import ColdRun, Manifest
 from services.consolidator.runs import (
+    BLOOM_K,
     Array,
     Footer,
     Ticket,
@@ -54,6 +55,45 @@ def _ranges(wanted: Sequence[int], limit: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in merged]
 
 
+@dataclass(frozen=True)
+class RunIndex:
+    """What a batch needs to look tickets up in a cold run, in one numpy pass: the
+    files' key ranges and, end to end, their bloom filters (the footers keep their
+    block indexes only, so the bits are held once)."""
+
+    firsts: Array  # 'S': first token of each file
+    lasts: Array
+    footers: list[Footer]
+    bloom: Array  # uint8: every file's filter, one after the other
+    starts: Array  # uint64: bit offset of each file's filter
+    bits: Array  # uint64: each file's filter size in bits
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.bloom) + sum(f.nbytes for f in self.footers) + 64 * len(self.footers)
+
+    def candidates(self, tokens: Array, h1: Array, h2: Array) -> dict[int, list[int]]:
+        """File -> the tickets (indexes into `tokens`) that file may hold."""
+        where = np.searchsorted(self.firsts, tokens, side="right") - 1
+        inside = (where >= 0) & (tokens <= self.lasts[np.maximum(where, 0)])
+        idx = np.flatnonzero(inside)
+        if not len(idx):
+            return {}
+        files = where[idx]
+        probes = _probes(h1[idx], h2[idx], self.bits[files]) + self.starts[files][:, None]
+        hit = (self.bloom[probes >> np.uint64(3)] >> (probes & np.uint64(7)).astype(np.uint8)) & 1
+        out: dict[int, list[int]] = {}
+        for i in idx[hit.all(axis=1)].tolist():
+            out.setdefault(int(where[i]), []).append(i)
+        return out
+
+
+def _probes(h1: Array, h2: Array, bits: Array) -> Array:
+    steps = np.arange(BLOOM_K, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return (h1[:, None] + steps[None, :] * h2[:, None]) % np.asarray(bits, np.uint64)[:, None]
+
+
 @dataclass
 class Reader:
     io: S3Io
@@ -86,6 +126,48 @@ class Reader:
             cached = Manifest.decode(await self.io.get(key))
             self.cache.put(("m", key), cached, cached.nbytes)
         return cached
+
+    async def run_index(self, run: ColdRun) -> RunIndex:
+        cached: RunIndex | None = self.cache.get(("r", run.id))
+        if cached is not None:
+            return cached
+        footers = await asyncio.gather(
+            *(self._cold_footer(f.key, (f.footer_at, f.footer_len)) for f in run.files)
+        )
+        bits = np.array([f.bloom_bits for f in footers], dtype=np.uint64)
+        index = RunIndex(
+            np.array([f.first for f in run.files], dtype="S"),
+            np.array([f.last for f in run.files], dtype="S"),
+            [replace(f, bloom=np.zeros(0, np.uint8)) for f in footers],
+            np.concatenate([f.bloom for f in footers]),
+            np.concatenate([[0], np.cumsum(bits)[:-1]]).astype(np.uint64),
+            bits,
+        )
+        self.cache.put(("r", run.id), index, index.nbytes)
+        return index
+
+    async def _cold_footer(self, key: str, at: tuple[int, int]) -> Footer:
+        return parse_footer(await self.io.get(key, at[0], at[0] + at[1]))
+
+    async def find_cold(
+        self, run: ColdRun, tokens: Sequence[bytes], hashes: tuple[Array, Array]
+    ) -> list[Ticket]:
+        """The tickets among `tokens` that a cold run holds; only the blocks found to
+        hold them are fetched, and only those are kept in the cache."""
+        index = await self.run_index(run)
+        found = []
+        wanted = np.array(tokens, dtype="S")
+        for f, idx in index.candidates(wanted, *hashes).items():
+            footer = index.footers[f]
+            by_block: dict[int, list[bytes]] = {}
+            for i in idx:
+                b = footer.block_of(tokens[i])
+                if b >= 0:
+                    by_block.setdefault(b, []).append(tokens[i])
+            blocks = await self.blocks(run.files[f].key, footer, set(by_block), keep_all=False)
+            for b, want in by_block.items():
+                found += [t for token in want if (t := blocks[b].get(token)) is not None]
+        return found
 
     async def footer(self, key: str, size: int, at: tuple[int, int] | None = None) -> Footer:
         cached: Footer | None = self.cache.get(("f", key))

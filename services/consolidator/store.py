@@ -134,19 +134,8 @@ class TicketStore:
             tokens = [tickets[i].token for i in idx]
             hashes = (h1[idx], h2[idx])
             finds += [self.reader.find(o.key, o.size, tokens, hashes) for o in listing.objects]
-        for run in manifest.runs:
-            by_file: dict[str, list[int]] = {}
-            files = {}
-            for i, t in enumerate(tickets):
-                f = run.file_for(t.token)
-                if f is not None:
-                    by_file.setdefault(f.key, []).append(i)
-                    files[f.key] = f
-            for key, idx in by_file.items():
-                f = files[key]
-                tokens = [tickets[i].token for i in idx]
-                at = (f.footer_at, f.footer_len)
-                finds.append(self.reader.find(key, f.size, tokens, (h1[idx], h2[idx]), at))
+        tokens = [t.token for t in tickets]
+        finds += [self.reader.find_cold(run, tokens, (h1, h2)) for run in manifest.runs]
         found: dict[bytes, list[Ticket]] = {t.token: [t] for t in tickets}
         for result in await asyncio.gather(*finds):
             for t in result:
