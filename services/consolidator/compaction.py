@@ -19,25 +19,25 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+from services.consolidator import coldmerge, splitting
 from services.consolidator.manifest import ColdFile, ColdRun, Manifest
 from services.consolidator.merging import (
     COLD_FILE_BYTES,
     FileSink,
     Written,
-    chained,
     chunk_for,
     merged,
 )
 from services.consolidator.partition import Listing, Policy, list_partition, plan
 from services.consolidator.reader import Reader
-from services.consolidator.runs import ZLIB, RunWriter, Ticket, token_hashes
+from services.consolidator.runs import ZLIB, RunWriter, Ticket
 from services.consolidator.s3io import Listed, S3Io
 from services.consolidator.state import (
+    CAS_ATTEMPTS,
+    LEASE_S,
     StateConflictError,
     StateTable,
     TenantState,
-    children,
-    depth,
     now_ms,
 )
 from shared.layout import (
@@ -53,11 +53,6 @@ from shared.objects import ObjectMissingError
 log = logging.getLogger(__name__)
 
 COLD = "#cold"  # pending work on the cold runs, beside partition ids
-LEASE_S = 60.0
-CAS_ATTEMPTS = 20
-READ_ATTEMPTS = 5
-MAX_DEPTH = 16
-TOMBSTONE = 10**12 - 1  # the epoch marker of a partition that was split
 
 
 @dataclass
@@ -188,11 +183,11 @@ class Compactor:
             return False  # another compactor took these inputs: look again later
         return False
 
-    async def _write(self, tenant: str, new: TenantState) -> None:
+    async def write_state(self, tenant: str, new: TenantState) -> None:
         await self.table.write(tenant, new)
         self.states[tenant] = new
 
-    async def _fill(
+    async def fill(
         self,
         tickets: AsyncIterator[Ticket],
         sinks: list[FileSink],
@@ -209,22 +204,22 @@ class Compactor:
             await self.io.delete([k for sink in sinks for k in sink.keys])
             raise
 
-    def _merged(self, inputs: list[Listed]) -> AsyncIterator[Ticket]:
+    def merged_inputs(self, inputs: list[Listed]) -> AsyncIterator[Ticket]:
         chunk = chunk_for(len(inputs))
         return merged([self.reader.stream(o.key, o.size, chunk_bytes=chunk) for o in inputs])
 
-    def _cold_sink(self, tenant: str, run: str) -> FileSink:
+    def cold_sink(self, tenant: str, run: str) -> FileSink:
         return FileSink(
             self.io, partial(cold_file_key, tenant, run), codec=ZLIB, file_bytes=COLD_FILE_BYTES
         )
 
-    def _remember(self, key: str, data: bytes, writer: RunWriter) -> None:
+    def remember(self, key: str, data: bytes, writer: RunWriter) -> None:
         self.reader.remember(key, data, writer.blocks)
 
     async def _rewrite(self, tenant: str, partition: str, inputs: list[Listed]) -> list[Listed]:
         """Minor merge: inputs into one run of the partition, nothing sealed."""
-        sink = FileSink(self.io, lambda _: hot_run_key(tenant, partition), kept=self._remember)
-        await self._fill(self._merged(inputs), [sink])
+        sink = FileSink(self.io, lambda _: hot_run_key(tenant, partition), kept=self.remember)
+        await self.fill(self.merged_inputs(inputs), [sink])
         keys = [o.key for o in inputs]
         await self.io.delete(keys)
         self.reader.forget(keys)
@@ -238,8 +233,8 @@ class Compactor:
         now = self.clock()
         run = new_batch_id()
         prefix = hot_prefix(tenant, partition)
-        hot = FileSink(self.io, lambda n: f"{prefix}m-{run}-{n:05d}.run", kept=self._remember)
-        cold = self._cold_sink(tenant, run)
+        hot = FileSink(self.io, lambda n: f"{prefix}m-{run}-{n:05d}.run", kept=self.remember)
+        cold = self.cold_sink(tenant, run)
         largest = 0
 
         def choose(t: Ticket) -> int:
@@ -249,7 +244,7 @@ class Compactor:
             largest = max(largest, len(t.events))
             return 0
 
-        await self._fill(self._merged(listing.objects), [hot, cold], choose)
+        await self.fill(self.merged_inputs(listing.objects), [hot, cold], choose)
         keys = [o.key for o in listing.objects]
         if cold.files and not await self._seal(tenant, partition, run, cold.files, listing):
             await self.io.delete(cold.keys)  # the partition moved on: nothing is deleted
@@ -261,7 +256,7 @@ class Compactor:
         self.counts["lines rewritten"] += sum(f.stats.lines for f in hot.files + cold.files)
         return hot.raw_bytes, largest
 
-    async def _publish(self, tenant: str, manifest: Manifest) -> str:
+    async def publish(self, tenant: str, manifest: Manifest) -> str:
         key = manifest_key(tenant)
         await self.io.put(key, manifest.encode())
         return key
@@ -276,10 +271,10 @@ class Compactor:
             if state is None or partition not in state.parts or partition in state.freezing:
                 return False
             manifest = await self.reader.manifest(state.manifest)
-            key = await self._publish(tenant, manifest.with_run(sealed))
+            key = await self.publish(tenant, manifest.with_run(sealed))
             new = state.next(parts={**state.parts, partition: state.version + 1}, manifest=key)
             try:
-                await self._write(tenant, new)
+                await self.write_state(tenant, new)
             except StateConflictError:
                 await self.io.delete([key])
                 continue
@@ -292,143 +287,12 @@ class Compactor:
 
     async def compact_cold(self, tenant: str) -> bool:
         """One tiered merge of cold runs; False when none is due."""
-        state = await self.table.read(tenant)
-        if state is None or not state.manifest:
-            return False
-        runs = (await self.reader.manifest(state.manifest)).merge_plan()
-        if not runs:
-            return False
-        run = new_batch_id()
-        sink = self._cold_sink(tenant, run)
-        chunk = chunk_for(len(runs))
-        sources = [
-            chained(
-                [
-                    partial(self.reader.stream, f.key, f.size, (f.footer_at, f.footer_len), chunk)
-                    for f in r.files
-                ]
-            )
-            for r in runs
-        ]
-        try:
-            await self._fill(self._renewing(tenant, merged(sources)), [sink])
-        except ObjectMissingError:
-            return True  # merged by another compactor meanwhile
-        out = ColdRun(run, tuple(ColdFile.of(f.key, f.size, f.footer, f.stats) for f in sink.files))
-        merged_ids = {r.id for r in runs}
-        for _ in range(CAS_ATTEMPTS):
-            state = await self.table.read(tenant)
-            if state is None:
-                return False
-            manifest = (await self.reader.manifest(state.manifest)).replace(merged_ids, out)
-            if manifest is None:  # another compactor merged them meanwhile
-                await self.io.delete(sink.keys)
-                return True
-            key = await self._publish(tenant, manifest)
-            try:
-                await self._write(tenant, state.next(manifest=key))
-            except StateConflictError:
-                await self.io.delete([key])
-                continue
-            inputs = [f.key for r in runs for f in r.files]
-            await self.io.delete([*inputs, state.manifest])
-            self.reader.forget(inputs)
-            for r in runs:
-                self.reader.cache.drop(("r", r.id))
-            self.counts["cold merge"] += 1
-            self.counts["lines rewritten"] += sum(f.lines for f in out.files)
-            return True
-        return False
-
-    async def _renewing(self, tenant: str, tickets: AsyncIterator[Ticket]) -> AsyncIterator[Ticket]:
-        """Keep the lease while a long merge runs."""
-        renewed = time.monotonic()
-        async for t in tickets:
-            yield t
-            if time.monotonic() - renewed > LEASE_S / 3:
-                await self.table.take_lease(tenant, self.owner, LEASE_S)
-                renewed = time.monotonic()
+        return await coldmerge.compact_cold(self, tenant)
 
     async def split(self, tenant: str, partition: str) -> bool:
         """Freeze the partition (batches touching it wait), then move it into two."""
-        for _ in range(CAS_ATTEMPTS):
-            state = await self.table.read(tenant)
-            if state is None or partition not in state.parts:
-                return False
-            if partition in state.freezing:
-                break
-            if len(state.parts) >= self.policy.max_partitions or depth(partition) >= MAX_DEPTH:
-                return False
-            new = state.next(
-                parts={**state.parts, partition: state.version + 1},
-                freezing={**state.freezing, partition: now_ms()},
-            )
-            try:
-                await self._write(tenant, new)
-                break
-            except StateConflictError:
-                continue
-        await self.complete_split(tenant, partition)
-        return True
+        return await splitting.split(self, tenant, partition)
 
     async def complete_split(self, tenant: str, partition: str) -> None:
-        """Copy a frozen partition into its two children and make them live.
-
-        Anyone may run this (a batch that waited too long does): the marker
-        goes first, so a batch that listed the partition before this
-        listing has its delta copied, and one that lists it after sees the
-        marker and waits. Concurrent copies only duplicate lines."""
-        state = await self.table.read(tenant)
-        if state is None or partition not in state.freezing:
-            return
-        await self.io.put(epoch_marker_key(tenant, partition, state.parts[partition]), b"")
-        bit = 63 - depth(partition)
-        kids = children(partition)
-        for _ in range(READ_ATTEMPTS):
-            listing = await list_partition(self.io, tenant, partition)
-            run = new_batch_id()
-            sinks = [
-                FileSink(self.io, partial(self._kid_key, tenant, kid, run), kept=self._remember)
-                for kid in kids
-            ]
-            streams = self._merged(listing.objects)
-            try:
-                await self._fill(
-                    streams, sinks, lambda t: int(token_hashes([t.token])[0][0]) >> bit & 1
-                )
-            except ObjectMissingError:
-                continue  # a merge replaced what we listed: list again
-            break
-        else:
-            raise ObjectMissingError(f"{partition}: objects kept vanishing during the split")
-        for _ in range(CAS_ATTEMPTS):
-            state = await self.table.read(tenant)
-            if state is None or partition not in state.freezing:
-                return  # completed by another: our copies are duplicates in live children
-            version = state.version + 1
-            for kid in kids:
-                await self.io.put(epoch_marker_key(tenant, kid, version), b"")
-            parts = {p: e for p, e in state.parts.items() if p != partition}
-            parts.update(dict.fromkeys(kids, version))
-            freezing = {p: t for p, t in state.freezing.items() if p != partition}
-            try:
-                await self._write(tenant, state.next(parts=parts, freezing=freezing))
-                break
-            except StateConflictError:
-                continue
-        else:
-            return
-        self.counts["split"] += 1
-        self.counts["lines rewritten"] += sum(f.stats.lines for s in sinks for f in s.files)
-        # A tombstone, never deleted: whoever lists the dead partition later sees
-        # an epoch above any it knows, so it reads the state again.
-        tombstone = epoch_marker_key(tenant, partition, TOMBSTONE)
-        await self.io.put(tombstone, b"")
-        leftover = await list_partition(self.io, tenant, partition)
-        keys = [o.key for o in leftover.objects]
-        await self.io.delete([*keys, *(m for m in leftover.marks if m != tombstone)])
-        self.reader.forget(keys)
-
-    @staticmethod
-    def _kid_key(tenant: str, kid: str, run: str, n: int) -> str:
-        return f"{hot_prefix(tenant, kid)}m-{run}-{n:05d}.run"
+        """Copy a frozen partition into its two children and make them live."""
+        await splitting.complete_split(self, tenant, partition)

@@ -10,10 +10,8 @@ about log_F(cold size / seal size) times, never the whole tier at once.
 
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import orjson
@@ -63,16 +61,6 @@ class ColdRun:
     @property
     def lines(self) -> int:
         return sum(f.lines for f in self.files)
-
-    @cached_property
-    def firsts(self) -> list[bytes]:
-        return [f.first for f in self.files]
-
-    def file_for(self, token: bytes) -> ColdFile | None:
-        i = bisect.bisect_right(self.firsts, token) - 1
-        if i < 0 or token > self.files[i].last:
-            return None
-        return self.files[i]
 
 
 def size_class(raw: int, base: int, fanout: int) -> int:

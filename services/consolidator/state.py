@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
 ROOT = "r"  # partition ids: "r" then the leading bits of the ticket hash they hold
+CAS_ATTEMPTS = 20  # conditional puts of one change, at most, before giving up for now
+LEASE_S = 60.0  # a compaction lease lasts this long unless renewed
 
 
 class StateConflictError(RuntimeError):
