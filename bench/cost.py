@@ -39,10 +39,18 @@ from services.dumper.dumper import Dumper, DumperConfig
 from services.enricher import handler as enricher
 from services.filter import handler as filter_stage
 from services.loader import realtime, reports
-from shared.aws import Aws, open_aws
+from shared.aws import Aws, open_aws, with_account
 from shared.db import make_engine
 from shared.events import format_ms, to_ms
 from shared.layout import CONSOLIDATED, FILTERED, RAW
+from shared.pipeline import (
+    CONSOLIDATOR_QUEUE,
+    ENRICHER_QUEUE,
+    FILTER_QUEUE,
+    REALTIME_QUEUE,
+    REPORTS_QUEUE,
+    queue_names,
+)
 from shared.service import every, queue_backlog, queue_worker
 from shared.settings import Settings
 from telemetry.provision import provision
@@ -100,11 +108,12 @@ async def send(
 
 
 async def drained(aws: Aws, settings: Settings) -> bool:
-    return all([await queue_backlog(aws.sqs, q) == 0 for q in settings.queue_names()])
+    return all([await queue_backlog(aws.sqs, q) == 0 for q in queue_names(settings)])
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> None:
     tenants = [f"bench-{i}" for i in range(args.tenants)]
+    settings = await with_account(settings)
     engine = make_engine(settings.require_database_url())
     async with open_aws(settings) as aws:
         await provision(aws, settings)
@@ -133,11 +142,11 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
             aws.s3, settings.bucket, engine, aws.dynamodb, settings.realtime_table
         )
         handlers = {
-            settings.filter_queue: partial(filter_stage.handle, filter_deps),
-            settings.consolidator_queue: partial(consolidator.handle, consolidator_deps),
-            settings.enricher_queue: partial(enricher.handle, enricher_deps),
-            settings.realtime_queue: partial(realtime.handle, realtime_deps),
-            settings.reports_queue: partial(reports.handle, reports_deps),
+            FILTER_QUEUE: partial(filter_stage.handle, filter_deps),
+            CONSOLIDATOR_QUEUE: partial(consolidator.handle, consolidator_deps),
+            ENRICHER_QUEUE: partial(enricher.handle, enricher_deps),
+            REALTIME_QUEUE: partial(realtime.handle, realtime_deps),
+            REPORTS_QUEUE: partial(reports.handle, reports_deps),
         }
         workers = [await queue_worker(aws.sqs, settings, q, h) for q, h in handlers.items()]
         tasks = [asyncio.create_task(w.run(stop)) for w in workers]

@@ -53,6 +53,7 @@ from bench.stack import (
 )
 from bench.sysinfo import machine, settings_table
 from shared.aws import Aws, open_aws
+from shared.pipeline import queue_names
 from telemetry.commands import create_key
 from telemetry.simulate import send_traffic
 from telemetry.traffic import Traffic
@@ -236,7 +237,7 @@ async def measure(args: argparse.Namespace, database_url: str, pg_dir: Path) -> 
     ):
         queues = [
             (await aws.sqs.get_queue_url(QueueName=q))["QueueUrl"]
-            for q in stack.settings.queue_names()
+            for q in queue_names(stack.settings)
         ]
         run = Run(stack, aws, http, args, pg_dir, queues)
         say(f"stack up; logs in {LOGS}")

@@ -23,8 +23,8 @@ from typing import IO
 
 import httpx
 
+from shared.pipeline import SERVICES
 from shared.settings import Settings
-from telemetry.cli import SERVICES
 from telemetry.commands import provision_command
 from telemetry.up import StackError, embedded_env, free_port, start_moto, wait_http
 
@@ -74,8 +74,7 @@ async def running_stack(database_url: str, logs: Path) -> AsyncIterator[Stack]:
             os.environ.update(embedded_env(moto_port, database_url))
             os.environ["TELEMETRY_COLLECTOR_PORT"] = str(free_port())
             os.environ["TELEMETRY_REPORT_PORT"] = str(free_port())
-            settings = Settings()
-            await provision_command(settings)
+            settings = await provision_command(Settings())
             base = f"http://{settings.host}"
             urls = {
                 "collector": f"{base}:{settings.collector_port}",

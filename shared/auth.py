@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from shared.errors import ServiceUnavailableError
+
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
@@ -86,7 +88,10 @@ class KeyStore:
         if cached is not None and cached[0] > now:
             found = cached[1]
         else:
-            found = await self._lookup(digest)
+            try:
+                found = await self._lookup(digest)
+            except Exception as exc:  # no answer about the key: the client retries
+                raise ServiceUnavailableError(f"key store unavailable: {exc}") from exc
             ttl = self.ttl_s if found is not None else min(self.ttl_s, 2.0)
             if len(self._cache) > 10_000:
                 self._cache.clear()  # bounded memory whatever keys are tried

@@ -54,7 +54,18 @@ class Aws:
     counter: RequestCounter
 
 
-def client_config(settings: Settings) -> Config:
+def client_config(settings: Settings, *, interactive: bool = False) -> Config:
+    """Workers wait patiently (long polls take 20 s; the worker retries passing
+    failures itself). A request a client waits on must fail within seconds, so
+    that it can answer 503 and the client retry: few attempts, short timeouts."""
+    if interactive:
+        return Config(
+            region_name=settings.aws_region,
+            retries={"mode": "standard", "max_attempts": 2},
+            connect_timeout=1,
+            read_timeout=5,
+            max_pool_connections=50,
+        )
     return Config(
         region_name=settings.aws_region,
         retries={"mode": "standard", "max_attempts": 5},
@@ -64,15 +75,33 @@ def client_config(settings: Settings) -> Config:
     )
 
 
+async def with_account(settings: Settings) -> Settings:
+    """Settings with the account's default names filled in. STS GetCallerIdentity
+    needs no permission; it is called only when a name is left unset (the
+    deployments set them all, so they make no call)."""
+    if not settings.needs_account():
+        return settings
+    session = aioboto3.Session(
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        region_name=settings.aws_region,
+    )
+    config = client_config(settings)
+    async with session.client("sts", endpoint_url=settings.aws_endpoint_url, config=config) as sts:
+        me = await sts.get_caller_identity()
+    partition = str(me["Arn"]).split(":")[1]
+    return settings.with_account(str(me["Account"]), partition)
+
+
 @asynccontextmanager
-async def open_aws(settings: Settings) -> AsyncIterator[Aws]:
+async def open_aws(settings: Settings, *, interactive: bool = False) -> AsyncIterator[Aws]:
     session = aioboto3.Session(
         aws_access_key_id=settings.aws_access_key_id,
         aws_secret_access_key=settings.aws_secret_access_key,
         region_name=settings.aws_region,
     )
     counter = RequestCounter()
-    config = client_config(settings)
+    config = client_config(settings, interactive=interactive)
     async with AsyncExitStack() as stack:
         clients: dict[str, Any] = {}
         for name in ("s3", "sqs", "sns", "kinesis", "dynamodb"):

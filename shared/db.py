@@ -123,6 +123,19 @@ report_zones = Table(
 )
 
 
+# Deployment-wide facts; `generation` names the state of the bucket the derived
+# tables were built from (telemetry/rebuild.py): a mismatch means they disagree.
+deployment_state = Table(
+    "deployment_state",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Tables that are a pure function of the ticket store: a rebuild empties them.
+DERIVED_TABLES = ("tickets", "ticket_measures", "rollups", "realtime_outbox")
+
+
 def async_url(url: str) -> str:
     """Accept plain `postgresql://` URLs and use the asyncpg driver."""
     for prefix in ("postgresql://", "postgres://"):
@@ -131,13 +144,21 @@ def async_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, statement_timeout_s: float = 60.0) -> AsyncEngine:
+    """Every wait on the database is bounded: a connection (5 s), a free pooled
+    connection (5 s), a statement (`statement_timeout_s`, on the client, which
+    also fires when the server is frozen, and on the server)."""
     return create_async_engine(
         async_url(url),
         pool_size=5,
         max_overflow=5,
         pool_pre_ping=True,
-        connect_args={"command_timeout": 60},  # no statement may hold a worker forever
+        pool_timeout=5,
+        connect_args={
+            "timeout": 5,
+            "command_timeout": statement_timeout_s,
+            "server_settings": {"statement_timeout": str(int(statement_timeout_s * 1000))},
+        },
         json_serializer=lambda v: orjson.dumps(v).decode(),
         json_deserializer=orjson.loads,
     )

@@ -24,7 +24,7 @@ EVENT_TYPES: Final = (
 # Rank used to break ties between events of the same effective time.
 TYPE_RANK: Final = {t: i for i, t in enumerate(EVENT_TYPES)}
 
-TENANT_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+TENANT_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # always fullmatch
 TIMESTAMP_RE: Final = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$",
     re.ASCII,
@@ -32,6 +32,13 @@ TIMESTAMP_RE: Final = re.compile(
 MAX_ID_LEN: Final = 128
 MAX_ATTRIBUTES_BYTES: Final = 4096
 MAX_FUTURE: Final = timedelta(minutes=5)
+# The earliest instant an event may carry (docs/metrics.md): nothing real is older,
+# and every zone's offset is a whole quarter hour from then on, which the rollups need.
+EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+# C0, DEL and C1 controls: PostgreSQL text cannot hold NUL, and no id needs any of them.
+CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Fields whose values are identifiers (stored as text, used as keys and dimensions).
+ID_FIELDS: Final = ("event_id", "ticket_id", "group_id", "agent_id", "to_group_id", "to_agent_id")
 
 CHANNELS: Final = frozenset({"whatsapp", "webchat", "email", "other"})
 SENDERS: Final = frozenset({"customer", "agent", "bot"})
@@ -105,6 +112,8 @@ def _string(event: dict[str, Any], name: str, *, required: bool, max_len: int = 
         raise InvalidEventError("wrong_type", f"{name} must be a string")
     if not 1 <= len(value) <= max_len:
         raise InvalidEventError("invalid_length", f"{name} must have 1 to {max_len} characters")
+    if name in ID_FIELDS and CONTROL_RE.search(value):
+        raise InvalidEventError("invalid_value", f"{name} must not hold control characters")
 
 
 def _enum(event: dict[str, Any], name: str, allowed: frozenset[str], *, required: bool) -> None:
@@ -113,11 +122,12 @@ def _enum(event: dict[str, Any], name: str, allowed: frozenset[str], *, required
         raise InvalidEventError("invalid_value", f"{name} must be one of {sorted(allowed)}")
 
 
-def validate(raw: Any, now: datetime) -> dict[str, Any]:
+def validate(raw: Any, now: datetime, max_future: timedelta = MAX_FUTURE) -> dict[str, Any]:
     """Return the normalised event or raise InvalidEventError.
 
     Normalised means `occurred_at` rewritten as UTC with exactly milliseconds,
-    so that two spellings of one instant are one event.
+    so that two spellings of one instant are one event. `max_future` is how far
+    ahead of `now` an event may be: the contract's 5 minutes at the collector.
     """
     if not isinstance(raw, dict):
         raise InvalidEventError("not_an_object", "an event must be a JSON object")
@@ -137,7 +147,9 @@ def validate(raw: Any, now: datetime) -> dict[str, Any]:
 
     _string(raw, "occurred_at", required=True, max_len=64)
     occurred = parse_timestamp(raw["occurred_at"])
-    if occurred > now + MAX_FUTURE:
+    if occurred < EARLIEST:
+        raise InvalidEventError("too_old", "occurred_at is before 2000-01-01T00:00:00Z")
+    if occurred > now + max_future:
         raise InvalidEventError("in_future", "occurred_at is more than 5 minutes in the future")
 
     if etype == "ticket_created":

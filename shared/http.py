@@ -1,7 +1,12 @@
-"""What the two HTTP services share: the error shape and key checks of SPEC §3."""
+"""What the two HTTP services share: the error shape and key checks of SPEC §3,
+the request deadline, and readiness checks."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -9,10 +14,15 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import ApiKey, AuthError, KeyStore
 from shared.aws import Aws
+from shared.errors import is_transient
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_S = 5
 
 
 class ApiError(Exception):
@@ -82,6 +92,97 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def unavailable(message: str) -> Response:
+    """503 in the contract's shape: the client should retry after a pause."""
+    return error_response(503, "unavailable", message, {"Retry-After": str(RETRY_AFTER_S)})
+
+
+class GuardMiddleware:
+    """Every request is answered, within `timeout_s`, in the contract's shape.
+
+    A dependency that is down or frozen (DynamoDB, PostgreSQL, the stream) makes
+    a request fail or hang; either way the client gets 503 with Retry-After
+    within the deadline, so a producer retries instead of losing events. Any
+    other escaped error is a 500 in JSON, never a text page.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self.app(scope, receive, tracked)
+            return
+        except TimeoutError:
+            response = unavailable(f"no answer within {self.timeout_s:g} s; retry later")
+            log.warning("%s %s timed out", scope.get("method"), scope.get("path"))
+        except Exception as exc:
+            if started:
+                raise
+            if is_transient(exc):
+                log.warning("%s %s: a dependency failed: %s", scope.get("method"),
+                            scope.get("path"), exc)  # fmt: skip
+                response = unavailable("a dependency is unavailable; retry later")
+            else:
+                log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+                response = error_response(500, "internal_error", "internal error")
+        if not started:
+            await response(scope, receive, send)
+
+
+Check = Callable[[], Awaitable[None]]
+
+
+class Readiness:
+    """`/readyz`: every dependency answered, remembered for `cache_s` so that
+    unauthenticated probes cost no request to AWS or the database."""
+
+    def __init__(self, checks: dict[str, Check], cache_s: float, timeout_s: float = 3.0) -> None:
+        self.checks = checks
+        self.cache_s = cache_s
+        self.timeout_s = timeout_s
+        self._until = 0.0
+        self._answer: tuple[bool, dict[str, str]] = (False, {})
+        self._lock = asyncio.Lock()
+
+    async def _run(self, check: Check) -> str:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await check()
+        except Exception as exc:
+            return f"unavailable: {type(exc).__name__}"
+        return "ok"
+
+    async def state(self) -> tuple[bool, dict[str, str]]:
+        async with self._lock:  # one probe at a time reaches the dependencies
+            if time.monotonic() >= self._until:
+                names = list(self.checks)
+                results = await asyncio.gather(*(self._run(self.checks[n]) for n in names))
+                status = dict(zip(names, results, strict=True))
+                self._answer = (all(r == "ok" for r in results), status)
+                self._until = time.monotonic() + self.cache_s
+            return self._answer
+
+    async def response(self) -> Response:
+        ready, checks = await self.state()
+        if ready:
+            return json_response({"status": "ready", "checks": checks})
+        failed = ", ".join(f"{n} {r}" for n, r in checks.items() if r != "ok")
+        return unavailable(f"not ready: {failed}")
 
 
 # Endpoints every HTTP service has.

@@ -15,6 +15,8 @@ depends on when the store was listed, so no attempt may overwrite another.
   layout before version 2 of the store, migrated when a tenant is first seen.
 - `quarantine/`: NDJSON `{"reason", "line"}` of what was refused.
 - `enriched/`: NDJSON, one ticket's metrics per line.
+- `parked/<tenant>/<stage>/`: NDJSON of tickets a stage could not process,
+  each with its `reason` (shared/isolation.py); docs/operations.md says what to do.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ QUARANTINE = "quarantine"
 STORE = "store"
 CONSOLIDATED = "consolidated"
 ENRICHED = "enriched"
+PARKED = "parked"
 ATTEMPT_SEP = "~"
 EPOCH_MARK = "e-"
 
@@ -76,6 +79,10 @@ def stage_key(stage: str, tenant: str, batch: str) -> str:
     return f"{stage}/{tenant}/{batch}{suffix}"
 
 
+def parked_key(tenant: str, stage: str, batch: str) -> str:
+    return f"{PARKED}/{tenant}/{stage}/{batch}.ndjson.gz"
+
+
 def store_root(tenant: str) -> str:
     """Everything of one tenant's ticket store (see services/consolidator/store.py)."""
     return f"{STORE}/{tenant}/"
@@ -114,7 +121,7 @@ def manifest_key(tenant: str) -> str:
 def parse_key(key: str) -> tuple[str, str, str]:
     """(stage, tenant, name) of any stage object; the name is a batch or attempt name."""
     parts = key.split("/")
-    if len(parts) < 3 or not TENANT_RE.match(parts[1]):
+    if len(parts) < 3 or not TENANT_RE.fullmatch(parts[1]):
         raise BadKeyError(f"not a telemetry object key: {key!r}")
     batch = parts[-1].split(".", 1)[0]
     if not batch:

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from shared.aws import Aws
+from shared.layout import expect_key
+from shared.pipeline import Queue
 from shared.settings import Settings
 from shared.worker import Handler, Worker, WorkerOptions, stop_event_on_signals
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from types_aiobotocore_sqs import SQSClient
-
-DLQ_SUFFIX = "-dlq"
 
 
 def setup_logging(name: str) -> None:
@@ -40,10 +40,23 @@ def worker_options(settings: Settings) -> WorkerOptions:
     )
 
 
-async def queue_worker(sqs: SQSClient, settings: Settings, queue: str, handler: Handler) -> Worker:
-    url = (await sqs.get_queue_url(QueueName=queue))["QueueUrl"]
-    dlq = (await sqs.get_queue_url(QueueName=queue + DLQ_SUFFIX))["QueueUrl"]
-    return Worker(sqs, url, dlq, handler, worker_options(settings))
+def checked(queue: Queue, handler: Handler) -> Handler:
+    """A key outside the queue's declared prefix is poison (BadKeyError), never
+    handed to the handler: a misrouted notification goes to the DLQ at once."""
+
+    async def handle(key: str) -> None:
+        expect_key(key, queue.prefix)
+        await handler(key)
+
+    return handle
+
+
+async def queue_worker(
+    sqs: SQSClient, settings: Settings, queue: Queue, handler: Handler
+) -> Worker:
+    url = (await sqs.get_queue_url(QueueName=queue.name(settings)))["QueueUrl"]
+    dlq = (await sqs.get_queue_url(QueueName=queue.dlq_name(settings)))["QueueUrl"]
+    return Worker(sqs, url, dlq, checked(queue, handler), worker_options(settings))
 
 
 async def queue_backlog(sqs: SQSClient, queue: str) -> int:

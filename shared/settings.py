@@ -33,10 +33,13 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY")
     )
 
-    bucket: str = "telemetry-data"
+    # Unset: telemetry-<account id>-<region>, a name no other account can hold
+    # (S3 names are global); see `with_account`.
+    bucket: str = ""
     stream: str = "telemetry-events"
     stream_shards: int = Field(default=2, ge=1)
     topic: str = "telemetry-tickets"
+    topic_arn: str = ""  # unset: built from `topic`, the account and the region
     filter_queue: str = "telemetry-filter"
     consolidator_queue: str = "telemetry-consolidator"
     enricher_queue: str = "telemetry-enricher"
@@ -52,7 +55,14 @@ class Settings(BaseSettings):
     collector_port: int = 8080
     # Requests within this many ms share one PutRecords (group commit).
     collector_linger_ms: int = Field(default=25, ge=0, le=1000)
+    # Bytes of accepted requests waiting for the stream; beyond it the collector
+    # answers 503 at once instead of queueing without bound.
+    collector_max_pending_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     report_port: int = 8081
+    # HTTP services: a request not answered within this (a dependency is slow or
+    # down) gets 503 with Retry-After; also the report service's statement timeout.
+    request_timeout_s: float = Field(default=8.0, gt=0, le=120)
+    readyz_cache_s: float = Field(default=5.0, ge=0)  # /readyz re-checks at most this often
     metrics_port: int = Field(default=0, ge=0, le=65535)  # queue workers' /metrics; 0: off
 
     buffer_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
@@ -82,14 +92,18 @@ class Settings(BaseSettings):
     def report_calendars(self) -> tuple[Calendar, ...]:
         return calendars(tuple(z.strip() for z in self.report_zones.split(",") if z.strip()))
 
-    def queue_names(self) -> list[str]:
-        return [
-            self.filter_queue,
-            self.consolidator_queue,
-            self.enricher_queue,
-            self.realtime_queue,
-            self.reports_queue,
-        ]
+    def needs_account(self) -> bool:
+        return not (self.bucket and self.topic_arn)
+
+    def with_account(self, account: str, partition: str = "aws") -> Settings:
+        """The names that depend on the AWS account, where they are not set."""
+        return self.model_copy(
+            update={
+                "bucket": self.bucket or f"telemetry-{account}-{self.aws_region}",
+                "topic_arn": self.topic_arn
+                or f"arn:{partition}:sns:{self.aws_region}:{account}:{self.topic}",
+            }
+        )
 
     def require_database_url(self) -> str:
         if not self.database_url:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from shared.errors import PoisonMessageError
+from shared.errors import PoisonMessageError, is_transient
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -28,6 +28,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str], Awaitable[None]]
+# A passing failure (a dependency down or slow) is retried in place, the message
+# kept invisible, at most this far apart: an outage costs no receive, and its end
+# is noticed within this many seconds.
+TRANSIENT_RETRY_MAX_S = 30.0
+# Backoff between receives of a message whose handler failed on its own: short
+# enough that a failure misread as the work's own costs minutes, not hours.
+RETRY_MAX_S = 120
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class Worker:
         self.options = options
         self.tasks: set[asyncio.Task[None]] = set()
         self.outcomes: Counter[str] = Counter()
+        self._stopping = asyncio.Event()
 
     def prometheus(self) -> str:
         queue = self.queue_url.rsplit("/", 1)[-1]
@@ -100,6 +108,8 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until `stop` is set, then drain in-flight messages (bounded)."""
         stopping = asyncio.ensure_future(stop.wait())
+        stopping.add_done_callback(lambda _: self._stopping.set())
+        receive_failures = 0
         try:
             while not stop.is_set():
                 if len(self.tasks) >= self.options.concurrency:
@@ -113,9 +123,13 @@ class Worker:
                     break
                 try:
                     messages = receive.result()
+                    receive_failures = 0
                 except Exception:
+                    receive_failures += 1
                     log.exception("receive failed on %s", self.queue_url)
-                    await asyncio.sleep(1.0)
+                    pause = min(2.0**receive_failures, TRANSIENT_RETRY_MAX_S)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(stopping), pause)
                     continue
                 for message in messages:
                     task = asyncio.create_task(self._process(message))
@@ -162,12 +176,32 @@ class Worker:
                 await heartbeat
         self.outcomes[outcome] += 1
 
+    async def _run_handler(self, body: str) -> None:
+        """The handler on every key of the message; a passing failure is retried
+        here (bounded by the handler timeout, or until the worker stops)."""
+        keys = object_keys(body)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.handler_timeout_s
+        pause = 1.0
+        async with asyncio.timeout_at(deadline):
+            for key in keys:
+                while True:
+                    try:
+                        await self.handler(key)
+                        break
+                    except Exception as exc:
+                        if not is_transient(exc) or self._stopping.is_set():
+                            raise
+                        if loop.time() + pause >= deadline:
+                            raise
+                        log.warning("%s on %s; retrying in %.0f s", exc, key, pause)
+                        await asyncio.sleep(pause)
+                        pause = min(pause * 2, TRANSIENT_RETRY_MAX_S)
+
     async def _handle(self, message: dict[str, Any], count: int) -> str:
         receipt = message["ReceiptHandle"]
         try:
-            async with asyncio.timeout(self.options.handler_timeout_s):
-                for key in object_keys(message["Body"]):
-                    await self.handler(key)
+            await self._run_handler(message["Body"])
         except PoisonMessageError as exc:
             await self._dead_letter(message, f"poison: {exc}")
             return "dead_lettered"
@@ -198,9 +232,10 @@ class Worker:
                 log.warning("visibility extension failed", exc_info=True)
 
     async def _retry_later(self, receipt: str, count: int) -> None:
-        """Back off 5 s, 10 s, 20 s … up to 15 min: ten receives outlast an outage of
-        about half an hour before a message is parked in the DLQ."""
-        delay = min(5 * 2 ** (count - 1), 900)
+        """Back off 5 s, 10 s, 20 s … up to 2 min between receives. A passing failure
+        was already retried in place for up to the handler timeout per receive, so
+        ten receives outlast an outage of about an hour before the DLQ."""
+        delay = min(5 * 2 ** (count - 1), RETRY_MAX_S)
         with contextlib.suppress(Exception):
             await self.sqs.change_message_visibility(
                 QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=delay

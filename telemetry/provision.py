@@ -19,9 +19,8 @@ from sqlalchemy.engine import Connection
 import migrations
 from shared.aws import Aws
 from shared.db import make_engine
-from shared.layout import CONSOLIDATED, FILTERED, RAW
+from shared.pipeline import QUEUES, Feed, Queue
 from shared.realtime import OPEN_FIELDS, OPEN_INDEX, OPEN_KEY
-from shared.service import DLQ_SUFFIX
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -32,6 +31,10 @@ if TYPE_CHECKING:
     )
 
 DLQ_RETENTION_S = 14 * 86_400
+
+
+class ProvisionError(RuntimeError):
+    """A resource cannot be made as configured; the message says what to change."""
 
 
 def _code(exc: ClientError) -> str:
@@ -45,7 +48,12 @@ async def ensure_bucket(aws: Aws, settings: Settings) -> None:
     try:
         await aws.s3.create_bucket(**kwargs)
     except ClientError as exc:
-        if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+        if _code(exc) == "BucketAlreadyExists":  # S3 names are global: not ours
+            raise ProvisionError(
+                f"bucket {settings.bucket} belongs to another AWS account: set TELEMETRY_BUCKET"
+                " to a name of your own, or leave it unset for telemetry-<account>-<region>"
+            ) from exc
+        if _code(exc) != "BucketAlreadyOwnedByYou":
             raise
 
 
@@ -54,9 +62,10 @@ async def queue_arn(aws: Aws, url: str) -> str:
     return attrs["Attributes"]["QueueArn"]
 
 
-async def ensure_queue(aws: Aws, settings: Settings, name: str) -> tuple[str, str]:
+async def ensure_queue(aws: Aws, settings: Settings, queue: Queue) -> tuple[str, str]:
     """A work queue with its dead-letter queue; returns (url, arn)."""
-    dlq_url = (await aws.sqs.create_queue(QueueName=name + DLQ_SUFFIX))["QueueUrl"]
+    name = queue.name(settings)
+    dlq_url = (await aws.sqs.create_queue(QueueName=queue.dlq_name(settings)))["QueueUrl"]
     await aws.sqs.set_queue_attributes(
         QueueUrl=dlq_url, Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_S)}
     )
@@ -111,20 +120,22 @@ async def ensure_topic(aws: Aws, settings: Settings, queue_arns: list[str]) -> s
     return topic_arn
 
 
-async def ensure_notifications(aws: Aws, settings: Settings, arns: dict[str, str]) -> None:
-    routes = {RAW: settings.filter_queue, FILTERED: settings.consolidator_queue,
-              CONSOLIDATED: settings.enricher_queue}  # fmt: skip
+async def ensure_notifications(aws: Aws, settings: Settings, arns: dict[Queue, str]) -> None:
+    """Each bucket-fed queue gets the ObjectCreated events of its prefix."""
     await aws.s3.put_bucket_notification_configuration(
         Bucket=settings.bucket,
         NotificationConfiguration={
             "QueueConfigurations": [
                 {
-                    "Id": f"{prefix}-to-{queue}",
-                    "QueueArn": arns[queue],
+                    "Id": f"{q.prefix}-to-{q.name(settings)}",
+                    "QueueArn": arns[q],
                     "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": f"{prefix}/"}]}},
+                    "Filter": {
+                        "Key": {"FilterRules": [{"Name": "prefix", "Value": q.prefix + "/"}]}
+                    },
                 }
-                for prefix, queue in routes.items()
+                for q in QUEUES
+                if q.feed is Feed.BUCKET
             ]
         },
     )
@@ -288,19 +299,25 @@ async def migrate(database_url: str) -> None:
         await engine.dispose()
 
 
-async def provision(aws: Aws, settings: Settings) -> None:
+async def provision(aws: Aws, settings: Settings, *, database: bool = True) -> None:
+    """Everything, then the schema; `database=False` skips the schema knowingly."""
+    if database and not settings.database_url:
+        raise ProvisionError(
+            "TELEMETRY_DATABASE_URL is not set, so the schema cannot be migrated:"
+            " set it, or pass --skip-database to provision the AWS resources alone"
+        )
     await ensure_bucket(aws, settings)
-    arns: dict[str, str] = {}
-    for name in settings.queue_names():
-        _, arns[name] = await ensure_queue(aws, settings, name)
-    loader_queues = [settings.realtime_queue, settings.reports_queue]
-    topic_arn = await ensure_topic(aws, settings, [arns[q] for q in loader_queues])
-    for queue in settings.queue_names():
-        if queue in loader_queues:
-            await allow_sender(aws, queue, arns[queue], "sns.amazonaws.com", topic_arn)
+    arns: dict[Queue, str] = {}
+    for queue in QUEUES:
+        _, arns[queue] = await ensure_queue(aws, settings, queue)
+    topic_arn = await ensure_topic(aws, settings, [arns[q] for q in QUEUES if q.feed is Feed.TOPIC])
+    bucket_arn = f"arn:aws:s3:::{settings.bucket}"
+    for queue in QUEUES:
+        name = queue.name(settings)
+        if queue.feed is Feed.TOPIC:
+            await allow_sender(aws, name, arns[queue], "sns.amazonaws.com", topic_arn)
         else:
-            bucket_arn = f"arn:aws:s3:::{settings.bucket}"
-            await allow_sender(aws, queue, arns[queue], "s3.amazonaws.com", bucket_arn)
+            await allow_sender(aws, name, arns[queue], "s3.amazonaws.com", bucket_arn)
     await ensure_notifications(aws, settings, arns)
     for table, hash_key in (
         (settings.keys_table, "key_hash"),
@@ -315,5 +332,5 @@ async def provision(aws: Aws, settings: Settings) -> None:
         )
     await ensure_realtime_table(aws, settings.realtime_table)
     await ensure_stream(aws, settings)
-    if settings.database_url:
-        await migrate(settings.database_url)
+    if database:
+        await migrate(settings.require_database_url())

@@ -2,8 +2,12 @@
 
 With neither `AWS_ENDPOINT_URL` nor `TELEMETRY_DATABASE_URL` set it starts
 moto in server mode and a PostgreSQL from the `pgserver` wheel (data kept in
-`.telemetry/pg`), provisions, creates a first API key and runs every service
-as a child process, restarting any that dies. Ctrl-C or SIGTERM stops it all.
+`.telemetry/pg`), puts back the emulator's data saved at the last stop
+(`.telemetry/aws`, telemetry/snapshot.py), provisions, checks that the two
+describe the same events (else rebuilds the derived data, with a message),
+creates a first API key and runs every service as a child process, restarting
+any that dies. Ctrl-C or SIGTERM stops the services, saves the emulator's data
+and stops it all.
 """
 
 from __future__ import annotations
@@ -20,15 +24,19 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from shared.aws import open_aws
+from shared.pipeline import SERVICES, STAGES, Kind
 from shared.settings import LOCAL_ENV_FILE, Settings
-from telemetry.cli import SERVICES
 from telemetry.commands import create_key, provision_command
+from telemetry.snapshot import export_state
 
 DATA_DIR = Path(".telemetry")
+SNAPSHOT_DIR = DATA_DIR / "aws"
 STOP_GRACE_S = 45.0  # more than a worker's drain timeout
 # `/metrics` of the queue workers (the HTTP services serve it on their own port).
-METRICS_PORTS = {"dumper": 9101, "filter": 9102, "consolidator": 9103, "enricher": 9104,
-                 "loader": 9105}  # fmt: skip
+METRICS_PORTS = {
+    s.name: 9101 + i for i, s in enumerate(s for s in STAGES if s.kind is not Kind.HTTP)
+}
 
 
 class StackError(RuntimeError):
@@ -125,6 +133,20 @@ class Supervisor:
                 proc.wait()
 
 
+def save_emulator(settings: Settings) -> None:
+    """The emulator forgets everything when it stops: keep its data for the next start."""
+    print(f"telemetry: saving the emulator's data to {SNAPSHOT_DIR} (Ctrl-C again loses it)")
+
+    async def save() -> None:
+        async with open_aws(settings) as aws:
+            wait = settings.visibility_timeout_s + 10
+            manifest = await export_state(aws, settings, SNAPSHOT_DIR, in_flight_wait_s=wait)
+        if not manifest.clean:
+            print("telemetry: some messages were still in flight; the next start rebuilds")
+
+    asyncio.run(save())
+
+
 def up() -> int:
     # SIGTERM behaves as Ctrl-C from the first instant, so cleanup always runs.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -136,6 +158,7 @@ def up() -> int:
     pg: Any = None
     env = dict(os.environ)
     supervisor: Supervisor | None = None
+    provisioned: Settings | None = None
     try:
         if not settings.aws_endpoint_url:
             port = int(os.environ.get("TELEMETRY_MOTO_PORT", "4566"))
@@ -146,8 +169,10 @@ def up() -> int:
             env.update(local)
             write_local_env(local)
         os.environ.update(env)
-        settings = Settings()
-        asyncio.run(provision_command(settings))
+        snapshot = SNAPSHOT_DIR if moto is not None else None
+        settings = provisioned = asyncio.run(
+            provision_command(Settings(), local=True, snapshot=snapshot)
+        )
         key = asyncio.run(create_key(settings, "demo", "ingest,read"))
         supervisor = Supervisor(env)
         for name in SERVICES:
@@ -170,10 +195,14 @@ def up() -> int:
         supervisor.watch()
         return 0
     finally:
-        if supervisor is not None:
-            supervisor.stop()
-        if moto is not None:
-            moto.terminate()
-            moto.wait(timeout=10)
-        if pg is not None:
-            pg.cleanup()
+        try:
+            if supervisor is not None:
+                supervisor.stop()
+            if moto is not None and provisioned is not None:
+                save_emulator(provisioned)
+        finally:  # a second Ctrl-C while saving still stops the emulator and PostgreSQL
+            if moto is not None:
+                moto.terminate()
+                moto.wait(timeout=10)
+            if pg is not None:
+                pg.cleanup()

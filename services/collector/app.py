@@ -10,16 +10,16 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
-from services.collector.stream import StreamUnavailableError, StreamWriter
+from services.collector.stream import StreamBusyError, StreamUnavailableError, StreamWriter
 from shared.auth import ApiKey, KeyStore
-from shared.aws import open_aws
+from shared.aws import Aws, open_aws
 from shared.events import InvalidEventError, Rejection, canonical, validate
 from shared.http import (
+    RETRY_AFTER_S,
     ApiError,
     ApiKeyDep,
-    AwsDep,
-    SettingsDep,
-    error_response,
+    GuardMiddleware,
+    Readiness,
     install_error_handlers,
     json_response,
     service_router,
@@ -85,6 +85,10 @@ async def post_events(request: Request, api_key: ApiKeyDep, writer: WriterDep) -
     if accepted:
         try:
             await writer.write(api_key.tenant_id, accepted)
+        except StreamBusyError as exc:
+            raise ApiError(
+                503, "busy", f"retry the whole batch: {exc}", {"Retry-After": str(RETRY_AFTER_S)}
+            ) from exc
         except StreamUnavailableError as exc:
             raise ApiError(
                 503, "stream_unavailable", f"retry the whole batch: {exc}", {"Retry-After": "1"}
@@ -100,22 +104,37 @@ async def post_events(request: Request, api_key: ApiKeyDep, writer: WriterDep) -
 
 
 @router.get("/readyz")
-async def readyz(aws: AwsDep, settings: SettingsDep) -> Response:
-    try:
+async def readyz(request: Request) -> Response:
+    """Ready when the stream and the key table answer (checked at most every few s)."""
+    readiness: Readiness = request.app.state.readiness
+    return await readiness.response()
+
+
+def readiness(aws: Aws, settings: Settings) -> Readiness:
+    async def stream() -> None:
         await aws.kinesis.describe_stream_summary(StreamName=settings.stream)
-    except Exception as exc:
-        return error_response(503, "not_ready", f"stream unreachable: {exc}")
-    return json_response({"status": "ready"})
+
+    async def keys() -> None:
+        await aws.dynamodb.describe_table(TableName=settings.keys_table)
+
+    return Readiness({"stream": stream, "keys": keys}, settings.readyz_cache_s)
 
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_aws(settings) as aws:
+        async with open_aws(settings, interactive=True) as aws:
             app.state.settings = settings
             app.state.aws = aws
             app.state.keys = KeyStore(aws.dynamodb, settings.keys_table)
-            writer = StreamWriter(aws.kinesis, settings.stream, settings.collector_linger_ms / 1000)
+            app.state.readiness = readiness(aws, settings)
+            writer = StreamWriter(
+                aws.kinesis,
+                settings.stream,
+                settings.collector_linger_ms / 1000,
+                max_pending_bytes=settings.collector_max_pending_bytes,
+                call_timeout_s=settings.request_timeout_s,
+            )
             writer.start()
             app.state.writer = writer
             try:
@@ -124,6 +143,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await writer.close(settings.drain_timeout_s)
 
     app = FastAPI(title="Telemetry collector", version="1", lifespan=lifespan)
+    app.add_middleware(GuardMiddleware, timeout_s=settings.request_timeout_s)
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(service_router)

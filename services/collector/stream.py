@@ -27,6 +27,10 @@ class StreamUnavailableError(Exception):
     """The stream refused or throttled part of a batch after every retry."""
 
 
+class StreamBusyError(StreamUnavailableError):
+    """Too many bytes are already waiting for the stream: refused at once."""
+
+
 def pack_records(tenant: str, lines: list[bytes]) -> list[PutRecordsRequestEntryTypeDef]:
     """NDJSON records of one tenant; the key spreads a tenant over shards."""
     records: list[PutRecordsRequestEntryTypeDef] = []
@@ -93,11 +97,21 @@ class StreamWriter:
     """
 
     def __init__(
-        self, kinesis: KinesisClient, stream: str, linger_s: float, max_in_flight: int = 4
+        self,
+        kinesis: KinesisClient,
+        stream: str,
+        linger_s: float,
+        *,
+        max_pending_bytes: int = 64 * 1024 * 1024,
+        call_timeout_s: float = 8.0,
+        max_in_flight: int = 4,
     ) -> None:
         self._kinesis = kinesis
         self._stream = stream
         self._linger_s = linger_s
+        self._max_pending_bytes = max_pending_bytes
+        self._call_timeout_s = call_timeout_s
+        self._bytes = 0  # of requests queued or in a call: bounded, so memory is
         self._pending: list[_Request] = []
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -105,16 +119,28 @@ class StreamWriter:
         self._closing = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of requests waiting for their call to the stream to succeed."""
+        return self._bytes
+
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="stream-writer")
 
     async def write(self, tenant: str, lines: list[bytes]) -> None:
         if self._closing.is_set() or self._loop is None:
             raise StreamUnavailableError("the collector is stopping")
+        size = _size(lines)
+        if self._bytes and self._bytes + size > self._max_pending_bytes:
+            raise StreamBusyError(f"{self._bytes} bytes already wait for the stream")
         done = asyncio.get_running_loop().create_future()
         self._pending.append(_Request(tenant, lines, done))
+        self._bytes += size
         self._wake.set()
-        await done
+        try:
+            await done
+        finally:  # answered, failed or given up by the client: no longer waiting
+            self._bytes -= size
 
     async def close(self, timeout_s: float) -> None:
         """Write what is pending, wait for the calls in flight (bounded)."""
@@ -132,6 +158,8 @@ class StreamWriter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), self._linger_s)
             await self._slots.acquire()
+            # A request its client gave up on (503 at the deadline) is not written.
+            self._pending = [r for r in self._pending if not r.done.done()]
             batch, self._pending = _split(self._pending)
             backlog = bool(self._pending)
             if backlog:
@@ -151,10 +179,13 @@ class StreamWriter:
             for request in batch:
                 by_tenant.setdefault(request.tenant, []).extend(request.lines)
             records = [r for t, lines in by_tenant.items() for r in pack_records(t, lines)]
-            await put_all(self._kinesis, self._stream, records)
+            async with asyncio.timeout(self._call_timeout_s):  # a frozen stream frees the slot
+                await put_all(self._kinesis, self._stream, records)
         except Exception as exc:  # every waiter must hear the outcome
             error = (
-                exc if isinstance(exc, StreamUnavailableError) else StreamUnavailableError(str(exc))
+                exc
+                if isinstance(exc, StreamUnavailableError)
+                else StreamUnavailableError(str(exc) or type(exc).__name__)
             )
             for request in batch:
                 if not request.done.done():
@@ -167,11 +198,15 @@ class StreamWriter:
             self._slots.release()
 
 
+def _size(lines: list[bytes]) -> int:
+    return sum(len(line) + 1 for line in lines)
+
+
 def _split(pending: list[_Request]) -> tuple[list[_Request], list[_Request]]:
     """As many requests as one call carries (the first always goes)."""
     size = count = 0
     for i, request in enumerate(pending):
-        own = sum(len(line) + 1 for line in request.lines)
+        own = _size(request.lines)
         size += own
         count += 1 + own // MAX_RECORD_BYTES
         if i and (size > MAX_CALL_BYTES or count > MAX_RECORDS_PER_CALL):

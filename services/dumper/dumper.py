@@ -164,7 +164,7 @@ class Dumper:
             return 0
         for record in resp["Records"]:
             tenant = record["PartitionKey"].split("/", 1)[0]
-            if TENANT_RE.match(tenant):
+            if TENANT_RE.fullmatch(tenant):
                 self.buffers.add(tenant, bytes(record["Data"]))
             else:
                 log.error("record %s has no tenant; skipped", record["SequenceNumber"])

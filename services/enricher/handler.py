@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from services.enricher.metrics import TicketResult, dedupe, evaluate
+from shared.isolation import park, reason_of
 from shared.layout import (
     CONSOLIDATED,
     ENRICHED,
@@ -24,7 +25,7 @@ from shared.layout import (
     expect_key,
     stage_key,
 )
-from shared.objects import get_bytes, put_bytes
+from shared.objects import ObjectMissingError, get_bytes, put_bytes
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -88,9 +89,13 @@ def changes_realtime(r: TicketResult, conflicting: bool, own: list[bytes]) -> bo
     return conflicting or any(orjson.loads(line)["type"] != "message_sent" for line in own)
 
 
+Failure = tuple[str, BaseException]  # ticket id, why it could not be evaluated
+
+
 def enrich(
     tenant: str, lines: list[tuple[bytes, bytes]], own: set[tuple[bytes, bytes]]
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[Failure]]:
+    """Records of every ticket of the batch, and the tickets that failed on their own."""
     by_ticket: dict[bytes, list[bytes]] = defaultdict(list)
     for token, event in lines:
         by_ticket[token].append(event)
@@ -98,25 +103,37 @@ def enrich(
     for token, event in own:
         own_by_ticket[token].append(event)
     records = []
+    failed: list[Failure] = []
     for token, variants in sorted(by_ticket.items()):
-        events, version = dedupe(variants)
-        r = evaluate(events)
-        record = ticket_record(tenant, orjson.loads(token), version, r)
-        # Fewer events than variants: some event id came with differing content.
-        record["realtime"] = changes_realtime(r, len(events) != version, own_by_ticket[token])
+        ticket_id = orjson.loads(token)
+        try:
+            events, version = dedupe(variants)
+            r = evaluate(events)
+            record = ticket_record(tenant, ticket_id, version, r)
+            # Fewer events than variants: some event id came with differing content.
+            record["realtime"] = changes_realtime(r, len(events) != version, own_by_ticket[token])
+        except Exception as exc:  # one ticket never holds back the others
+            failed.append((ticket_id, exc))
+            continue
         records.append(record)
-    return records
+    return records, failed
 
 
 async def handle(deps: EnricherDeps, key: str) -> None:
     tenant, name = expect_key(key, CONSOLIDATED)
     lines = list(decode_lines(await get_bytes(deps.s3, deps.bucket, key)))
     own_key = stage_key(FILTERED, tenant, batch_of(name))
-    own = set(decode_lines(await get_bytes(deps.s3, deps.bucket, own_key)))
+    try:
+        own = set(decode_lines(await get_bytes(deps.s3, deps.bucket, own_key)))
+    except ObjectMissingError:  # a replay (telemetry rebuild), or expired: all lines are
+        own = set(lines)  # its own, which can only mark more tickets for the real-time view
     out_key = stage_key(ENRICHED, tenant, name)
     # CPU-bound: off the event loop, so other messages' heartbeats keep their beat.
-    body = await asyncio.to_thread(lambda: encode_ndjson(enrich(tenant, lines, own)))
-    await put_bytes(deps.s3, deps.bucket, out_key, body)
+    records, failed = await asyncio.to_thread(enrich, tenant, lines, own)
+    if failed:
+        parked = [{"reason": reason_of(exc), "ticket_id": t} for t, exc in failed]
+        await park(deps.s3, deps.bucket, "enricher", tenant, name, parked)
+    await put_bytes(deps.s3, deps.bucket, out_key, encode_ndjson(records))
     await deps.sns.publish(
         TopicArn=deps.topic_arn,
         Message=orjson.dumps({"keys": [out_key]}).decode(),

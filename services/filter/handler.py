@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from shared.events import InvalidEventError, canonical, validate
+from shared.events import MAX_FUTURE, InvalidEventError, canonical, validate
 from shared.layout import (
     FILTERED,
     QUARANTINE,
@@ -32,6 +32,11 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 
+# The collector checked "in the future" against its own clock; the batch time is the
+# dumper's. Allow their clocks to differ by an hour before refusing what got a 202.
+CLOCK_SKEW = timedelta(hours=1)
+
+
 @dataclass(frozen=True)
 class FilterDeps:
     s3: S3Client
@@ -46,7 +51,7 @@ def split_events(
     refused: list[dict[str, Any]] = []
     for line in lines:
         try:
-            event = validate(orjson.loads(line), now)
+            event = validate(orjson.loads(line), now, MAX_FUTURE + CLOCK_SKEW)
             if event["tenant_id"] != tenant:
                 raise InvalidEventError("tenant_mismatch", "event of another tenant")
             kept.add((ticket_token(event["ticket_id"]), canonical(event)))

@@ -7,6 +7,7 @@ from functools import partial
 from services.loader import quarters, realtime, reports
 from shared.aws import open_aws
 from shared.db import make_engine
+from shared.pipeline import REALTIME_QUEUE, REPORTS_QUEUE
 from shared.service import queue_worker, run_workers
 from shared.settings import Settings
 
@@ -31,12 +32,8 @@ async def run(settings: Settings) -> None:
                 calendars=settings.report_calendars(),
             )
             workers = [
-                await queue_worker(
-                    aws.sqs, settings, settings.realtime_queue, partial(realtime.handle, rt)
-                ),
-                await queue_worker(
-                    aws.sqs, settings, settings.reports_queue, partial(reports.handle, rp)
-                ),
+                await queue_worker(aws.sqs, settings, REALTIME_QUEUE, partial(realtime.handle, rt)),
+                await queue_worker(aws.sqs, settings, REPORTS_QUEUE, partial(reports.handle, rp)),
             ]
             publish = partial(quarters.publish, engine, aws.dynamodb, settings.realtime_table)
             await run_workers(settings, aws, workers, [(quarters.PUBLISH_EVERY_S, publish)])

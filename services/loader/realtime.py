@@ -13,9 +13,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from shared.layout import ENRICHED, decode_ndjson_lines, expect_key
+from services.loader.batches import batch_records
+from shared.errors import is_transient
+from shared.isolation import park, reason_of
+from shared.layout import ENRICHED, expect_key
 from shared.objects import get_bytes
 from shared.realtime import OPEN_FIELDS, OPEN_KEY, OPEN_STATUSES, put_if_newer
 
@@ -63,14 +64,27 @@ def realtime_item(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def handle(deps: RealtimeLoaderDeps, key: str) -> None:
-    expect_key(key, ENRICHED)
-    data = await get_bytes(deps.s3, deps.bucket, key)
-    records = [orjson.loads(line) for line in decode_ndjson_lines(data)]
-    items = [realtime_item(r) for r in records if r["realtime"]]
+    tenant, name = expect_key(key, ENRICHED)
+    records = batch_records(await get_bytes(deps.s3, deps.bucket, key), tenant)
     slots = asyncio.Semaphore(WRITE_CONCURRENCY)
 
-    async def put(item: dict[str, Any]) -> None:
+    async def put(rec: dict[str, Any]) -> BaseException | None:
+        """A put that fails for the item's own sake is returned, not raised."""
         async with slots:
-            await put_if_newer(deps.dynamodb, deps.table, item)
+            try:
+                await put_if_newer(deps.dynamodb, deps.table, realtime_item(rec))
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                return exc
+        return None
 
-    await asyncio.gather(*(put(item) for item in items))
+    marked = [r for r in records if r["realtime"]]
+    outcomes = await asyncio.gather(*(put(r) for r in marked))
+    parked = [
+        {"reason": reason_of(exc), "ticket_id": r["ticket_id"], "record": r}
+        for r, exc in zip(marked, outcomes, strict=True)
+        if exc is not None
+    ]
+    if parked:
+        await park(deps.s3, deps.bucket, "realtime", tenant, name, parked)

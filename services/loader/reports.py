@@ -10,19 +10,21 @@ twice or bring back an old version.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from services.loader.batches import batch_records
 from services.loader.quarters import enqueue, publish
 from services.loader.rollups import Key, apply, changes, contribution
 from shared.db import report_zones, ticket_measures, tickets
-from shared.layout import ENRICHED, decode_ndjson_lines, expect_key
+from shared.isolation import bisect_failures, park, reason_of
+from shared.layout import ENRICHED, expect_key
 from shared.objects import get_bytes
 from shared.timebuckets import Calendar
 
@@ -203,11 +205,22 @@ async def register_zones(engine: AsyncEngine, cals: tuple[Calendar, ...]) -> Non
 
 
 async def handle(deps: ReportLoaderDeps, key: str) -> None:
-    expect_key(key, ENRICHED)
-    data = await get_bytes(deps.s3, deps.bucket, key)
-    records = [orjson.loads(line) for line in decode_ndjson_lines(data)]
-    await load_records(deps.engine, records, deps.calendars)
+    tenant, name = expect_key(key, ENRICHED)
+    records = batch_records(await get_bytes(deps.s3, deps.bucket, key), tenant)
+
+    async def load(part: Sequence[dict[str, Any]]) -> None:
+        await load_records(deps.engine, list(part), deps.calendars)
+
+    # A ticket PostgreSQL cannot take (a NUL in an id from before validation
+    # refused it) is parked; the rest of the batch is loaded.
+    failed = await bisect_failures(records, load)
+    if failed:
+        parked = [
+            {"reason": reason_of(exc), "ticket_id": r["ticket_id"], "record": r}
+            for r, exc in failed
+        ]
+        await park(deps.s3, deps.bucket, "reports", tenant, name, parked)
     try:
         await publish(deps.engine, deps.dynamodb, deps.realtime_table)
-    except* (BotoCoreError, ClientError) as failed:  # the batch is loaded; its quarters wait
-        log.warning("real-time quarters not published (next batch retries): %s", failed)
+    except* (BotoCoreError, ClientError) as failed_publish:  # the batch is loaded
+        log.warning("real-time quarters not published (next batch retries): %s", failed_publish)

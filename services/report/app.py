@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.report import queries
@@ -17,13 +18,15 @@ from services.report.realtime import realtime_view, today_bounds
 from services.report.stats import day_range, intervals, parse_date, to_csv, zone
 from services.report.zones import ReportZones
 from shared.auth import KeyStore
-from shared.aws import open_aws
+from shared.aws import Aws, open_aws
 from shared.db import make_engine
 from shared.events import TENANT_RE, format_ms, to_ms
 from shared.http import (
     ApiError,
     ApiKeyDep,
     AwsDep,
+    GuardMiddleware,
+    Readiness,
     SettingsDep,
     install_error_handlers,
     json_response,
@@ -41,7 +44,7 @@ def get_engine(request: Request) -> AsyncEngine:
 def readable_tenant(api_key: ApiKeyDep, tenant_id: Annotated[str, Path()]) -> str:
     """The tenant of the path, once the key may read it; the same 403 otherwise."""
     api_key.require(tenant_id, "read")
-    if not TENANT_RE.match(tenant_id):
+    if not TENANT_RE.fullmatch(tenant_id):
         raise ApiError(404, "not_found", "no such tenant")
     return tenant_id
 
@@ -60,6 +63,7 @@ TzParam = Annotated[str, Query(description="IANA time zone")]
 SlaParam = Annotated[int, Query(ge=1, le=86_400)]
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}")
+router_root = APIRouter()
 
 
 def date_range(from_: FromParam, to: ToParam, tz: TzParam = "UTC") -> tuple[datetime, datetime]:
@@ -151,7 +155,8 @@ async def agents(
 async def ticket(
     tenant: Tenant, engine: EngineDep, ticket_id: Annotated[str, Path(max_length=128)]
 ) -> Response:
-    doc = await queries.ticket_doc(engine, tenant, ticket_id)
+    # PostgreSQL text cannot hold NUL, so no stored ticket has one in its id.
+    doc = None if "\x00" in ticket_id else await queries.ticket_doc(engine, tenant, ticket_id)
     if doc is None:
         raise ApiError(404, "not_found", "no such ticket")
     return json_response({"tenant_id": tenant, "ticket_id": ticket_id, **doc})
@@ -166,15 +171,35 @@ async def realtime(
     return answer(request, body, [body])
 
 
+@router_root.get("/readyz")
+async def readyz(request: Request) -> Response:
+    """Ready when PostgreSQL and DynamoDB answer (checked at most every few s)."""
+    readiness: Readiness = request.app.state.readiness
+    return await readiness.response()
+
+
+def readiness(aws: Aws, engine: AsyncEngine, settings: Settings) -> Readiness:
+    async def database() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dynamodb() -> None:
+        for table in (settings.keys_table, settings.realtime_table):
+            await aws.dynamodb.describe_table(TableName=table)
+
+    return Readiness({"database": database, "dynamodb": dynamodb}, settings.readyz_cache_s)
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.require_database_url())
+        engine = make_engine(settings.require_database_url(), settings.request_timeout_s)
         try:
-            async with open_aws(settings) as aws:
+            async with open_aws(settings, interactive=True) as aws:
                 app.state.settings = settings
                 app.state.aws = aws
                 app.state.engine = engine
+                app.state.readiness = readiness(aws, engine, settings)
                 app.state.zones = ReportZones(engine, settings.report_calendars())
                 # Startup's objects never die: keep them out of every full collection,
                 # which otherwise adds ~100 ms to a request now and then.
@@ -186,7 +211,9 @@ def create_app(settings: Settings) -> FastAPI:
             await engine.dispose()
 
     app = FastAPI(title="Telemetry reports", version="1", lifespan=lifespan)
+    app.add_middleware(GuardMiddleware, timeout_s=settings.request_timeout_s)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(router_root)
     app.include_router(service_router)
     return app

@@ -7,17 +7,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.aws import Aws, open_aws
+from shared.aws import Aws, open_aws, with_account
+from shared.db import async_url
+from shared.pipeline import SERVICES
 from shared.settings import Settings
-from telemetry.cli import SERVICES
 from telemetry.commands import create_key, provision_command
+from telemetry.provision import migrate
 from telemetry.up import free_port, start_moto, start_postgres, wait_http
 
 pytestmark = pytest.mark.integration
@@ -45,6 +50,25 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+async def fresh_database_url(database_url: str) -> AsyncIterator[str]:
+    """A migrated database of its own, dropped afterwards: for a test that empties
+    tables (a rebuild) or counts everything in them."""
+    url = make_url(async_url(database_url))
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f"CREATE DATABASE {name}"))
+    own = url.set(database=name).render_as_string(hide_password=False)
+    await migrate(own)
+    try:
+        yield own.replace("postgresql+asyncpg://", "postgresql://", 1)
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        await admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -80,14 +104,14 @@ def settings_of(env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def settings(stack_env: dict[str, str]) -> Settings:
-    return settings_of(stack_env)
+async def settings(stack_env: dict[str, str]) -> Settings:
+    """As the services see them: the bucket and topic named after moto's account."""
+    return await with_account(settings_of(stack_env))
 
 
 @pytest.fixture(scope="session")
 async def provisioned(settings: Settings) -> Settings:
-    await provision_command(settings)
-    return settings
+    return await provision_command(settings)
 
 
 @pytest.fixture(scope="session")

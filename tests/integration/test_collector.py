@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 import uuid
 
 import pytest
 
-from services.collector.stream import StreamUnavailableError, StreamWriter
-from shared.aws import Aws
+from services.collector.stream import StreamBusyError, StreamUnavailableError, StreamWriter
+from shared.aws import Aws, open_aws
+from shared.settings import Settings
 
 
 async def _stream(aws: Aws) -> str:
@@ -75,3 +78,30 @@ async def test_close_writes_what_is_pending_and_refuses_the_rest(aws: Aws) -> No
     assert [data for _, data in await _records(aws, stream)] == [b'{"a":1}\n']
     with pytest.raises(StreamUnavailableError):
         await writer.write("t", [b'{"a":2}'])
+
+
+async def test_a_frozen_stream_bounds_what_waits_and_frees_its_slots(
+    aws: Aws, provisioned: Settings
+) -> None:
+    """Past the pending-bytes bound a write is refused at once (the collector
+    answers 503 instead of queueing without bound); a call to a stream that
+    never answers fails after the call timeout, and its waiters hear it."""
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(64)
+        endpoint = f"http://127.0.0.1:{frozen.getsockname()[1]}"
+        async with open_aws(provisioned.model_copy(update={"aws_endpoint_url": endpoint}),
+                            interactive=True) as stalled:  # fmt: skip
+            writer = StreamWriter(stalled.kinesis, "s", linger_s=0.01,
+                                  max_pending_bytes=1000, call_timeout_s=1.5)  # fmt: skip
+            writer.start()
+            first = asyncio.create_task(writer.write("t", [b"x" * 600]))
+            await asyncio.sleep(0.1)
+            started = time.monotonic()
+            with pytest.raises(StreamBusyError):
+                await writer.write("t", [b"y" * 600])
+            assert time.monotonic() - started < 0.1
+            with pytest.raises(StreamUnavailableError):
+                await asyncio.wait_for(first, 5)
+            assert writer.pending_bytes == 0  # nothing left counted once answered
+            await writer.close(5)

@@ -22,7 +22,8 @@ from shared.aws import Aws, open_aws
 from shared.events import canonical
 from shared.layout import CONSOLIDATED, ENRICHED, FILTERED, RAW
 from shared.objects import list_keys
-from shared.service import DLQ_SUFFIX, queue_backlog
+from shared.pipeline import DLQ_SUFFIX, queue_names
+from shared.service import queue_backlog
 from shared.settings import Settings
 from telemetry.commands import create_key, provision_command
 from telemetry.simulate import ticket_life
@@ -263,7 +264,7 @@ async def test_four_workers_per_stage_with_redeliveries_and_crashes(
             await asyncio.sleep(1)
         assert wrong == [], f"{len(wrong)} of {len(truth)} tickets wrong after late events"
 
-        for queue in settings.queue_names():
+        for queue in queue_names(settings):
             url = (await aws.sqs.get_queue_url(QueueName=queue + DLQ_SUFFIX))["QueueUrl"]
             attrs = await aws.sqs.get_queue_attributes(
                 QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]

@@ -79,8 +79,16 @@ async def get_ticket(
 async def test_ticket_metrics_end_to_end(
     services: dict[str, str], new_key: KeyMaker, http: httpx.AsyncClient
 ) -> None:
-    tenant, ticket = "e2e-metrics", "T-1"
-    key = await new_key(tenant)
+    tenant = "e2e-metrics"
+    await ticket_metrics_end_to_end(services, tenant, await new_key(tenant), http)
+
+
+async def ticket_metrics_end_to_end(
+    services: dict[str, str], tenant: str, key: str, http: httpx.AsyncClient
+) -> None:
+    """A story through every stage, checked at every endpoint (also run on the
+    resources the CloudFormation template makes: tests/deploy)."""
+    ticket = "T-1"
     b = recent_base()
     events = story(tenant, ticket, b)
     shuffled = events + random.sample(events, 4)  # duplicates

@@ -233,6 +233,33 @@ def test_ids_are_1_to_128_characters(etype: str, name: str) -> None:
     assert rejected(ev(etype, **{name: ""})) == "invalid_length"
 
 
+@pytest.mark.parametrize(
+    ("etype", "name"),
+    [
+        ("ticket_closed", "event_id"),
+        ("ticket_closed", "ticket_id"),
+        ("ticket_created", "group_id"),
+        ("ticket_assigned", "agent_id"),
+        ("ticket_transferred", "to_group_id"),
+        ("ticket_transferred", "to_agent_id"),
+    ],
+)
+@pytest.mark.parametrize("control", ["\x00", "\x1f", "\n", "\x7f", "\x85", "\x9f"])
+def test_ids_refuse_control_characters(etype: str, name: str, control: str) -> None:
+    """PostgreSQL text cannot hold NUL: refused at the door, not after the 202."""
+    assert rejected(ev(etype, **{name: f"a{control}b"})) == "invalid_value"
+    assert validate(ev(etype, **{name: "a\u00a0b"}), NOW)[name] == "a\u00a0b"  # not a control
+
+
+def test_dates_have_a_floor_and_a_ceiling() -> None:
+    assert validate(ev("ticket_closed", occurred_at="2000-01-01T00:00:00.000Z"), NOW)
+    assert validate(ev("ticket_closed", occurred_at="2000-01-01T02:00:00+02:00"), NOW)
+    for old in ("1999-12-31T23:59:59.999Z", "0001-01-01T00:00:00Z", "0001-02-27T00:00:00Z",
+                "2000-01-01T00:30:00+01:00"):  # fmt: skip
+        assert rejected(ev("ticket_closed", occurred_at=old)) == "too_old"
+    assert rejected(ev("ticket_closed", occurred_at="9999-12-31T23:59:59Z")) == "in_future"
+
+
 def test_agent_id_of_a_message_is_1_to_128_characters() -> None:
     ok = ev("message_sent", sender="agent", agent_id="a" * 128)
     assert validate(ok, NOW) == ok
@@ -415,9 +442,9 @@ def test_format_ms_and_to_ms_round_trip(epoch_ms: int, text: str) -> None:
 
 
 def test_format_ms_pads_the_year_to_four_digits() -> None:
-    text = validate(ev("ticket_closed", occurred_at="0999-03-04T05:06:07.089Z"), NOW)
-    assert text["occurred_at"] == "0999-03-04T05:06:07.089Z"
-    assert datetime.fromisoformat(text["occurred_at"]).year == 999
+    at = to_ms(datetime(999, 3, 4, 5, 6, 7, 89_000, tzinfo=UTC))
+    assert format_ms(at) == "0999-03-04T05:06:07.089Z"
+    assert datetime.fromisoformat(format_ms(at)).year == 999
 
 
 # -- canonical JSON ------------------------------------------------------------
