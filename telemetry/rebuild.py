@@ -112,9 +112,8 @@ async def tenants_in_store(aws: Aws, settings: Settings) -> list[str]:
 async def replay_tenant(aws: Aws, settings: Settings, tenant: str) -> int:
     """Every ticket of the tenant's store as `consolidated/` batches: the enricher
     and the loaders take them as any other batch. Returns the tickets replayed.
-    The store is read by `TicketStore.scan` (every ticket once, all its lines,
-    memory bounded), so run it while the consolidators are stopped, or again
-    if a compaction removed what it was reading."""
+    The store is read by `TicketStore.scan`: every ticket once, with all its
+    lines (hot and sealed), in bounded memory, beside live consolidators."""
     store = make_store(aws, settings)
     replayed = 0
     chunk: list[tuple[bytes, list[bytes]]] = []

@@ -255,17 +255,19 @@ class Reader:
         size: int,
         at: tuple[int, int] | None = None,
         chunk_bytes: int = CHUNK_BYTES,
+        after: bytes = b"",
     ) -> AsyncIterator[list[Ticket]]:
-        """Every block of a file in order, at most `chunk_bytes` fetched at a time;
-        cached blocks are used, fetched ones are not kept (a merge deletes them)."""
+        """Every block of a file in order (its tickets after `after` only), at most
+        `chunk_bytes` fetched at a time; cached blocks are used, fetched ones are
+        not kept (a merge deletes them)."""
         footer = await self.footer(key, size, at)
         offsets = footer.offsets
         n = len(offsets) - 1
-        i = 0
+        i = max(0, footer.block_of(after)) if after else 0
         while i < n:
             block: Block | None = self.cache.get(("b", key, i))
             if block is not None:
-                yield list(block.values())
+                yield [t for t in block.values() if t.token > after]
                 i += 1
                 continue
             j = i + 1
@@ -278,5 +280,6 @@ class Reader:
             data = await self.io.get(key, offsets[i], offsets[j])
             for k in range(i, j):
                 chunk = data[offsets[k] - offsets[i] : offsets[k + 1] - offsets[i]]
-                yield decode_block(chunk, footer.codec)
+                tickets = decode_block(chunk, footer.codec)
+                yield [t for t in tickets if t.token > after] if after else tickets
             i = j

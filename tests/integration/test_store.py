@@ -8,6 +8,9 @@ import itertools
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+import pytest
+
+import services.consolidator.store as store_module
 from services.consolidator.partition import Policy, list_partition
 from services.consolidator.state import now_ms
 from services.consolidator.store import EventLine, TicketStore, build_store
@@ -183,6 +186,34 @@ async def test_the_old_layout_is_migrated_without_losing_or_doubling_a_line(
             ticket_token(x): sorted(e for _, e in lines)
             for x, lines in (("a", a), ("b", b), ("c", c))
         }
+
+
+async def test_a_scan_goes_on_when_compaction_removes_what_it_reads(
+    moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "SCAN_MIN_CHUNK_BYTES", 1)  # a block at a time
+    monkeypatch.setattr(store_module, "SCAN_BUFFER_BYTES", 1)
+    async with aws_for(moto_url) as aws:
+        t = tenant()
+        store = store_of(aws, major_min_bytes=1)
+        sent: set[EventLine] = set()
+        for n in range(0, 300, 50):
+            batch = [x for k in range(n, n + 50) for x in life(f"s{k:03d}", NOW_MS, messages=8)]
+            sent |= set(batch)
+            await store.merge(t, new_batch_id(), batch)
+        await store.compactor.major(t)  # one major file of many blocks
+        reader = store_of(aws, cache_bytes=0)  # nothing cached: every block is a GET
+        opened = []
+        inputs = reader._scan_inputs
+        monkeypatch.setattr(reader, "_scan_inputs", lambda *a: opened.append(a) or inputs(*a))
+        seen: dict[bytes, list[bytes]] = {}
+        async for token, lines in reader.scan(t):
+            seen[token] = lines
+            if len(seen) == 100:  # halfway, the file it reads is merged away
+                await store.merge(t, new_batch_id(), [life("s000", NOW_MS, messages=9)[-2]])
+                await store.compactor.major(t)
+        assert len(opened) == 2  # it listed again, from the 100th ticket on
+        assert {(tok, e) for tok, lines in seen.items() for e in lines} == sent
 
 
 async def test_the_cache_is_bounded_in_bytes(moto_url: str) -> None:
