@@ -46,8 +46,8 @@ def settings_for(endpoint: str) -> Settings:
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_ACCESS_KEY_ID": "b",
             "AWS_SECRET_ACCESS_KEY": "b",
-            "TELEMETRY_BUCKET": "bench-store",
-            "TELEMETRY_STORE_TABLE": "bench-store",
+            "bucket": "bench-store",
+            "store_table": "bench-store",
         }
     )
 

@@ -31,23 +31,20 @@ LEGACY_BUCKET = re.compile(r"\d{4}")
 LEASE_WAIT_S = 60.0
 
 
-def legacy_tickets(blob: bytes) -> Iterator[Ticket]:
-    """Consecutive lines of one ticket, decompressed a chunk at a time."""
+def _lines(blob: bytes) -> Iterator[bytes]:
+    """The lines of a gzip object, decompressed a chunk at a time."""
     inflate = zlib.decompressobj(wbits=31)
     rest = b""
-    group: list[tuple[bytes, bytes]] = []
     for at in range(0, len(blob), 1 << 20):
-        data = rest + inflate.decompress(blob[at : at + (1 << 20)])
-        *lines, rest = data.split(b"\n")
-        for line in lines:
-            token, _, event = line.partition(b"\t")
-            if group and token != group[0][0]:
-                yield from tickets_of(group)
-                group = []
-            if line:
-                group.append((token, event))
-    data = rest + inflate.flush()
-    for line in data.split(b"\n"):
+        *lines, rest = (rest + inflate.decompress(blob[at : at + (1 << 20)])).split(b"\n")
+        yield from lines
+    yield from (rest + inflate.flush()).split(b"\n")
+
+
+def legacy_tickets(blob: bytes) -> Iterator[Ticket]:
+    """Consecutive lines of one ticket as a ticket."""
+    group: list[tuple[bytes, bytes]] = []
+    for line in _lines(blob):
         token, _, event = line.partition(b"\t")
         if group and token != group[0][0]:
             yield from tickets_of(group)

@@ -18,18 +18,16 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING
 
 from services.consolidator.cache import ByteCache
 from services.consolidator.compaction import Compactor
-from services.consolidator.manifest import Manifest
-from services.consolidator.merging import Blocks, chained, merged
 from services.consolidator.migrate import initialize
 from services.consolidator.partition import MAJOR_MIN_BYTES, Listing, Policy, list_partition
 from services.consolidator.reader import Reader
 from services.consolidator.runs import Array, Ticket, tickets_of, token_hashes, write_file
 from services.consolidator.s3io import S3Io
+from services.consolidator.scan import scan_store
 from services.consolidator.state import StateTable, TenantState, now_ms
 from shared.layout import delta_key
 from shared.objects import ObjectMissingError
@@ -45,9 +43,6 @@ EventLine = tuple[bytes, bytes]
 READ_ATTEMPTS = 8
 FREEZE_WAIT_S = 30.0  # a batch waits this long for a split, at most
 FREEZE_TIMEOUT_MS = 60_000  # a split frozen longer than this is finished by whoever waits
-SCAN_BUFFER_BYTES = 64 * 1024 * 1024
-SCAN_ATTEMPTS = 20
-SCAN_MIN_CHUNK_BYTES = 256 * 1024
 
 
 class StoreRaceError(RuntimeError):
@@ -160,54 +155,10 @@ class TicketStore:
                 raise StoreRaceError(f"{tenant}: partitions {frozen} stay frozen")
             await asyncio.sleep(0.2)
 
-    async def scan(self, tenant: str) -> AsyncIterator[tuple[bytes, list[bytes]]]:
-        """Every ticket of the tenant once, in token order, with its distinct event lines.
-
-        Memory stays bounded (64 MiB of read-ahead over all the objects read at
-        once). Each ticket comes from one listing of its partition and one state,
-        so it is whole as of then; when a compaction removes an object being read,
-        the scan lists again and goes on after the last ticket it gave, so it may
-        run beside live consolidators (a rebuild does)."""
-        last = b""
-        for _ in range(SCAN_ATTEMPTS):
-            state = await self.state(tenant)
-            listings = [await list_partition(self.io, tenant, p) for p in sorted(state.parts)]
-            if any(ls.mark is None or ls.mark > state.parts[p]
-                   for p, ls in zip(sorted(state.parts), listings, strict=True)):  # fmt: skip
-                continue  # a seal or a split moved a partition: as a batch does, read again
-            try:
-                manifest = await self.reader.manifest(state.manifest)
-                inputs = self._scan_inputs(listings, manifest, last)
-                async for t in merged(inputs):
-                    yield t.token, t.lines()
-                    last = t.token
-                return
-            except ObjectMissingError:
-                continue  # compacted away meanwhile: list again, from where we were
-        raise StoreRaceError(f"{tenant}: the store kept changing under the scan")
-
-    def _scan_inputs(
-        self, listings: list[Listing], manifest: Manifest, after: bytes
-    ) -> list[Blocks]:
-        n = sum(len(ls.objects) for ls in listings) + len(manifest.runs)
-        chunk = max(SCAN_MIN_CHUNK_BYTES, SCAN_BUFFER_BYTES // max(1, n))
-        inputs = [
-            self.reader.stream(o.key, o.size, chunk_bytes=chunk, after=after)
-            for ls in listings
-            for o in ls.objects
-        ]
-        for run in manifest.runs:
-            files = [f for f in run.files if f.last > after]
-            at = [(f.footer_at, f.footer_len) for f in files]
-            inputs.append(
-                chained(
-                    [
-                        partial(self.reader.stream, f.key, f.size, a, chunk, after)
-                        for f, a in zip(files, at, strict=True)
-                    ]
-                )
-            )
-        return inputs
+    def scan(self, tenant: str) -> AsyncIterator[tuple[bytes, list[bytes]]]:
+        """Every ticket of the tenant once, in token order, with its distinct event
+        lines, in bounded memory, beside live consolidators (`scan.py`)."""
+        return scan_store(self, tenant)
 
 
 def build_store(

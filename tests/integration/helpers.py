@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+
+from shared.aws import Aws
+from telemetry.provision import ensure_table
 
 T = TypeVar("T")
 
@@ -33,3 +37,14 @@ def event(tenant: str, ticket: str, eid: str, etype: str, at: str, **fields: Any
         "occurred_at": at,
         **fields,
     }
+
+
+async def bucket_and_store_table(aws: Aws, bucket: str, table: str) -> None:
+    """A bucket and a ticket-store table of a test's own (as provision makes them)."""
+    with contextlib.suppress(aws.s3.exceptions.BucketAlreadyOwnedByYou):
+        await aws.s3.create_bucket(Bucket=bucket)
+    key = "key"
+    await ensure_table(
+        aws, table, [{"AttributeName": key, "KeyType": "HASH"}],
+        [{"AttributeName": key, "AttributeType": "S"}],
+    )  # fmt: skip

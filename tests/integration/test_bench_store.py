@@ -23,7 +23,7 @@ from services.consolidator.store import TicketStore, build_store
 from shared.aws import Aws
 from shared.events import to_ms
 from shared.layout import new_batch_id
-from telemetry.provision import ensure_table
+from tests.integration.helpers import bucket_and_store_table
 from tests.integration.test_store import BUCKET, aws_for
 
 POLICY = Policy(retention_ms=DAY_MS, open_retention_ms=2 * DAY_MS, partition_bytes=60_000,
@@ -42,10 +42,7 @@ def _ms_of(stamp: str) -> int:
 
 
 async def store_in(aws: Aws, table: str) -> TicketStore:
-    await ensure_table(
-        aws, table, [{"AttributeName": "key", "KeyType": "HASH"}],
-        [{"AttributeName": "key", "AttributeType": "S"}],
-    )  # fmt: skip
+    await bucket_and_store_table(aws, BUCKET, table)
     return build_store(aws.s3, aws.dynamodb, BUCKET, table, POLICY, 32 << 20)
 
 

@@ -181,13 +181,18 @@ async def test_four_workers_per_stage_with_redeliveries_and_crashes(
                     wrong.append((tenant, ticket))
             return wrong
 
+        async def settled() -> list[tuple[str, str]]:
+            """The wrong tickets once none are left, or after two minutes."""
+            for _ in range(120):
+                wrong = await wrong_tickets()
+                if not wrong:
+                    break
+                await asyncio.sleep(1)
+            return wrong
+
         redelivered = await chaos
         assert redelivered >= 150
-        for _ in range(120):
-            wrong = await wrong_tickets()
-            if not wrong:
-                break
-            await asyncio.sleep(1)
+        wrong = await settled()
         assert wrong == [], f"{len(wrong)} of {len(truth)} tickets wrong"
 
         # The worst redelivery: every older batch again, after the newest was loaded.
@@ -257,11 +262,7 @@ async def test_four_workers_per_stage_with_redeliveries_and_crashes(
             )
             assert resp.status_code == 202
         truth = expected(events + late)
-        for _ in range(120):
-            wrong = await wrong_tickets()
-            if not wrong:
-                break
-            await asyncio.sleep(1)
+        wrong = await settled()
         assert wrong == [], f"{len(wrong)} of {len(truth)} tickets wrong after late events"
 
         for queue in queue_names(settings):

@@ -6,7 +6,6 @@ concurrency (SPEC §1)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import itertools
 import random
@@ -39,7 +38,7 @@ from shared.layout import (
 )
 from shared.objects import get_bytes, list_keys
 from shared.settings import Settings
-from telemetry.provision import ensure_table
+from tests.integration.helpers import bucket_and_store_table
 from tests.unit.test_metrics_properties import DAY_MS, histories
 
 BUCKET = "telemetry-properties"
@@ -156,12 +155,7 @@ def store_of(aws: Aws, cache_bytes: int) -> TicketStore:
 
 async def prepare(aws: Aws) -> str:
     """The bucket, the store's table and the topic; the topic's ARN."""
-    with contextlib.suppress(aws.s3.exceptions.BucketAlreadyOwnedByYou):
-        await aws.s3.create_bucket(Bucket=BUCKET)
-    await ensure_table(
-        aws, TABLE, [{"AttributeName": "key", "KeyType": "HASH"}],
-        [{"AttributeName": "key", "AttributeType": "S"}],
-    )  # fmt: skip
+    await bucket_and_store_table(aws, BUCKET, TABLE)
     return (await aws.sns.create_topic(Name="telemetry-properties"))["TopicArn"]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import services.consolidator.store as store_module
+import services.consolidator.scan as scan_module
 from services.consolidator.partition import Policy, list_partition
 from services.consolidator.state import now_ms
 from services.consolidator.store import EventLine, TicketStore, build_store
@@ -19,7 +19,7 @@ from shared.events import canonical, format_ms
 from shared.layout import encode_lines, legacy_store_prefix, new_batch_id, ticket_token
 from shared.objects import list_keys
 from shared.settings import Settings
-from telemetry.provision import ensure_table
+from tests.integration.helpers import bucket_and_store_table
 
 BUCKET = "telemetry-store-test"
 TABLE = "telemetry-store-test"
@@ -55,12 +55,7 @@ async def aws_for(moto_url: str) -> AsyncIterator[Aws]:
         {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}
     )
     async with open_aws(settings) as aws:
-        with contextlib.suppress(aws.s3.exceptions.BucketAlreadyOwnedByYou):
-            await aws.s3.create_bucket(Bucket=BUCKET)
-        await ensure_table(
-            aws, TABLE, [{"AttributeName": "key", "KeyType": "HASH"}],
-            [{"AttributeName": "key", "AttributeType": "S"}],
-        )  # fmt: skip
+        await bucket_and_store_table(aws, BUCKET, TABLE)
         yield aws
 
 
@@ -191,8 +186,8 @@ async def test_the_old_layout_is_migrated_without_losing_or_doubling_a_line(
 async def test_a_scan_goes_on_when_compaction_removes_what_it_reads(
     moto_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "SCAN_MIN_CHUNK_BYTES", 1)  # a block at a time
-    monkeypatch.setattr(store_module, "SCAN_BUFFER_BYTES", 1)
+    monkeypatch.setattr(scan_module, "SCAN_MIN_CHUNK_BYTES", 1)  # a block at a time
+    monkeypatch.setattr(scan_module, "SCAN_BUFFER_BYTES", 1)
     async with aws_for(moto_url) as aws:
         t = tenant()
         store = store_of(aws, major_min_bytes=1)
@@ -204,8 +199,8 @@ async def test_a_scan_goes_on_when_compaction_removes_what_it_reads(
         await store.compactor.major(t)  # one major file of many blocks
         reader = store_of(aws, cache_bytes=0)  # nothing cached: every block is a GET
         opened = []
-        inputs = reader._scan_inputs
-        monkeypatch.setattr(reader, "_scan_inputs", lambda *a: opened.append(a) or inputs(*a))
+        inputs = scan_module._inputs
+        monkeypatch.setattr(scan_module, "_inputs", lambda *a: opened.append(a) or inputs(*a))
         seen: dict[bytes, list[bytes]] = {}
         async for token, lines in reader.scan(t):
             seen[token] = lines
