@@ -8,7 +8,7 @@ TOOLS := $(VENV)/tools
 TOOLS_STAMP := $(TOOLS)/.installed-stamp
 
 .PHONY: install tools up test lint typecheck unit integration deploy-check deploy-files compose-check lock \
-	bench bench-engine bench-cost bench-baseline bench-reports bench-hostile clean
+	bench bench-engine bench-cost bench-baseline bench-reports bench-hostile bench-store clean
 
 # The same hashed lock as the image (Dockerfile): CI tests what ships.
 $(STAMP): requirements-dev.lock pyproject.toml
@@ -86,6 +86,10 @@ bench-hostile: install
 
 bench-baseline: install
 	$(BIN)/python -m bench.baseline
+
+# The ticket store's cost per batch at 0, 30 and 365 days of history (about 20 minutes).
+bench-store: install
+	$(BIN)/python -m bench.store
 
 # Report latency over 10 M tickets (first run: about 25 minutes and 20 GB in .telemetry/).
 # It loads the rollup dimensions the measured reports read; --dims all of them: ~1.5 h.

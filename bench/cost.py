@@ -51,7 +51,7 @@ from shared.pipeline import (
     REPORTS_QUEUE,
     queue_names,
 )
-from shared.service import queue_backlog, queue_worker
+from shared.service import every, queue_backlog, queue_worker
 from shared.settings import Settings
 from telemetry.provision import provision
 from telemetry.simulate import _life
@@ -130,10 +130,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
         config = DumperConfig(settings.stream, settings.bucket, settings.checkpoints_table,
                               settings.buffer_max_bytes, settings.buffer_max_age_s,
                               settings.dumper_idle_poll_s)  # fmt: skip
-        store = make_store(aws.s3, settings)
+        store = make_store(aws, settings)
         topic = (await aws.sns.create_topic(Name=settings.topic))["TopicArn"]
         filter_deps = filter_stage.FilterDeps(aws.s3, settings.bucket)
-        consolidator_deps = consolidator.ConsolidatorDeps(store, settings.ticket_buckets)
+        consolidator_deps = consolidator.ConsolidatorDeps(store)
         enricher_deps = enricher.EnricherDeps(aws.s3, aws.sns, settings.bucket, topic)
         realtime_deps = realtime.RealtimeLoaderDeps(
             aws.s3, aws.dynamodb, settings.bucket, settings.realtime_table
@@ -153,6 +153,11 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
         tasks.append(
             asyncio.create_task(Dumper(aws.kinesis, aws.s3, aws.dynamodb, config).run(stop))
         )
+
+        async def compact() -> None:
+            store.compactor.tick()
+
+        tasks.append(asyncio.create_task(every(1.0, compact, stop, settings.handler_timeout_s)))
         t0 = time.monotonic()
         sent = await send(aws, settings, tenants, args.rate, args.seconds)
         print(f"sent {sent} events in {time.monotonic() - t0:.1f} s", file=sys.stderr)

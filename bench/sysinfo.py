@@ -53,6 +53,7 @@ def settings_table(args: argparse.Namespace, s: Settings) -> dict[str, str]:
         "dumper buffers": f"{s.buffer_max_age_s:g} s or {s.buffer_max_bytes // 2**20} MiB",
         "workers": f"{s.worker_concurrency} messages at once, long poll {s.worker_wait_s} s",
         "stream shards": str(s.stream_shards),
-        "ticket store": f"{s.ticket_buckets} buckets, compact after {s.compact_after} objects",
+        "ticket store": f"size classes of {s.compact_after} objects merged, sealed after "
+        f"{s.store_retention_s / 86_400:g} days idle, cache {s.store_cache_bytes // 2**20} MiB",
         "seed": str(args.seed),
     }

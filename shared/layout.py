@@ -7,9 +7,12 @@ batch they come from, so a retried stage rewrites the same key, except
 depends on when the store was listed, so no attempt may overwrite another.
 
 - `raw/`: NDJSON, one event per line, as the collector accepted it.
-- `filtered/`, `store/`, `consolidated/`: *event lines*,
+- `filtered/`, `consolidated/`: *event lines*,
   `<ticket_id as JSON>\\t<event as RFC 8785 JSON>\\n`, so that a stage can
   select a ticket's lines and compare events byte for byte without parsing.
+- `store/`: the ticket store, runs of the same event lines grouped by ticket
+  (`services/consolidator/runs.py`); `store/<tenant>/<bucket:04d>/` is the
+  layout before version 2 of the store, migrated when a tenant is first seen.
 - `quarantine/`: NDJSON `{"reason", "line"}` of what was refused.
 - `enriched/`: NDJSON, one ticket's metrics per line.
 - `parked/<tenant>/<stage>/`: NDJSON of tickets a stage could not process,
@@ -19,7 +22,6 @@ depends on when the store was listed, so no attempt may overwrite another.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -38,6 +40,7 @@ CONSOLIDATED = "consolidated"
 ENRICHED = "enriched"
 PARKED = "parked"
 ATTEMPT_SEP = "~"
+EPOCH_MARK = "e-"
 
 
 class BadKeyError(PoisonMessageError):
@@ -80,8 +83,39 @@ def parked_key(tenant: str, stage: str, batch: str) -> str:
     return f"{PARKED}/{tenant}/{stage}/{batch}.ndjson.gz"
 
 
-def store_prefix(tenant: str, bucket: int) -> str:
+def store_root(tenant: str) -> str:
+    """Everything of one tenant's ticket store (see services/consolidator/store.py)."""
+    return f"{STORE}/{tenant}/"
+
+
+def legacy_store_prefix(tenant: str, bucket: int) -> str:
+    """The store layout before partitions could grow: fixed hash buckets."""
     return f"{STORE}/{tenant}/{bucket:04d}/"
+
+
+def hot_prefix(tenant: str, partition: str) -> str:
+    return f"{STORE}/{tenant}/h/{partition}/"
+
+
+def delta_key(tenant: str, partition: str, batch: str) -> str:
+    """Named by its batch: a retried batch rewrites the same object, identically."""
+    return f"{hot_prefix(tenant, partition)}d-{batch}.run"
+
+
+def hot_run_key(tenant: str, partition: str) -> str:
+    return f"{hot_prefix(tenant, partition)}r-{new_batch_id()}.run"
+
+
+def epoch_marker_key(tenant: str, partition: str, version: int) -> str:
+    return f"{hot_prefix(tenant, partition)}{EPOCH_MARK}{version:012d}"
+
+
+def cold_file_key(tenant: str, run: str, n: int) -> str:
+    return f"{STORE}/{tenant}/c/{run}/{n:05d}.run"
+
+
+def manifest_key(tenant: str) -> str:
+    return f"{STORE}/{tenant}/m/{new_batch_id()}.json"
 
 
 def parse_key(key: str) -> tuple[str, str, str]:
@@ -120,11 +154,6 @@ def batch_lag_s(key: str) -> float | None:
         return max(0.0, time.time() - batch_time(batch_of(name)).timestamp())
     except BadKeyError:
         return None
-
-
-def ticket_bucket(ticket_id: str, buckets: int) -> int:
-    digest = hashlib.blake2b(ticket_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % buckets
 
 
 def ticket_token(ticket_id: str) -> bytes:

@@ -51,6 +51,7 @@ class Resource(StrEnum):
     KEYS_TABLE = "keys_table"
     CHECKPOINTS_TABLE = "checkpoints_table"
     REALTIME_TABLE = "realtime_table"
+    STORE_TABLE = "store_table"
 
 
 @dataclass(frozen=True)
@@ -201,15 +202,20 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="consolidator",
         kind=Kind.QUEUE,
-        does="the ticket event store: union of immutable objects",
+        does="the ticket event store: hot partitions and sealed cold runs",
         reads=f"{FILTERED}/ objects",
-        writes=(f"{STORE}/", f"{CONSOLIDATED}/"),
+        writes=(f"{STORE}/", f"{CONSOLIDATED}/", "store table"),
         scaling=WORKERS,
         grants=(
             Grant(Resource.BUCKET, ("s3:GetObject",), (FILTERED, STORE)),
             Grant(Resource.BUCKET, ("s3:PutObject",), (STORE, CONSOLIDATED)),
             Grant(Resource.BUCKET, ("s3:DeleteObject",), (STORE,)),
             Grant(Resource.BUCKET, ("s3:ListBucket",), (STORE,)),
+            # tenants' store states (conditional puts) and compaction leases
+            Grant(
+                Resource.STORE_TABLE,
+                ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"),
+            ),
         ),
         queues=(CONSOLIDATOR_QUEUE,),
     ),

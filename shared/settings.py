@@ -83,9 +83,13 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=30.0, gt=0)
     handler_timeout_s: float = Field(default=300.0, gt=0)
 
-    ticket_buckets: int = Field(default=2, ge=1, le=4096)
+    store_table: str = "telemetry-store"
     compact_after: int = Field(default=6, ge=2)
-    store_cache_lines: int = Field(default=500_000, ge=0)
+    store_cache_bytes: int = Field(default=128 * 1024 * 1024, ge=0)
+    store_retention_s: float = Field(default=86_400.0, ge=0)
+    store_open_retention_s: float = Field(default=30 * 86_400.0, ge=0)
+    store_partition_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    store_max_partitions: int = Field(default=64, ge=1, le=4096)
     # Zones whose local days, weeks and months get their own rollup rows (fast
     # reports in them; other zones are exact too, from UTC buckets). The loader
     # and the report service must agree; a zone added later has rows only from

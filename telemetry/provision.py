@@ -32,7 +32,11 @@ if TYPE_CHECKING:
 
 DLQ_RETENTION_S = 14 * 86_400
 # The tables with a single string key (the real-time table is made below).
-HASH_KEYS = {Resource.KEYS_TABLE: "key_hash", Resource.CHECKPOINTS_TABLE: "shard"}
+HASH_KEYS = {
+    Resource.KEYS_TABLE: "key_hash",
+    Resource.CHECKPOINTS_TABLE: "shard",
+    Resource.STORE_TABLE: "key",  # ticket store: tenants' states and compaction leases
+}
 REALTIME_TTL = "expires_at"
 
 

@@ -13,24 +13,23 @@ itself, with a message, since only local data is at stake).
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from services.consolidator.store import make_store
 from shared.db import DERIVED_TABLES, deployment_state, tickets
 from shared.layout import (
     CONSOLIDATED,
     STORE,
     attempt_name,
-    decode_lines,
     encode_lines,
     new_batch_id,
     stage_key,
 )
-from shared.objects import ObjectMissingError, get_bytes, list_keys, put_bytes
+from shared.objects import ObjectMissingError, get_bytes, put_bytes
 from telemetry.provision import ProvisionError
 
 if TYPE_CHECKING:
@@ -112,23 +111,26 @@ async def tenants_in_store(aws: Aws, settings: Settings) -> list[str]:
 
 async def replay_tenant(aws: Aws, settings: Settings, tenant: str) -> int:
     """Every ticket of the tenant's store as `consolidated/` batches: the enricher
-    and the loaders take them as any other batch. Returns the tickets replayed."""
-    by_partition: dict[str, list[str]] = defaultdict(list)
-    for key in await list_keys(aws.s3, settings.bucket, f"{STORE}/{tenant}/"):
-        by_partition[key.rsplit("/", 1)[0]].append(key)
+    and the loaders take them as any other batch. Returns the tickets replayed.
+    The store is read by `TicketStore.scan`: every ticket once, with all its
+    lines (hot and sealed), in bounded memory, beside live consolidators."""
+    store = make_store(aws, settings)
     replayed = 0
-    for keys in by_partition.values():  # a ticket lives in one partition
-        lines: dict[bytes, set[bytes]] = defaultdict(set)
-        for key in keys:
-            for token, event in decode_lines(await get_bytes(aws.s3, settings.bucket, key)):
-                lines[token].add(event)
-        tokens = sorted(lines)
-        for start in range(0, len(tokens), REPLAY_TICKETS):
-            chunk = tokens[start : start + REPLAY_TICKETS]
-            body = encode_lines((t, e) for t in chunk for e in sorted(lines[t]))
-            name = attempt_name(new_batch_id())
-            await put_bytes(aws.s3, settings.bucket, stage_key(CONSOLIDATED, tenant, name), body)
-        replayed += len(tokens)
+    chunk: list[tuple[bytes, list[bytes]]] = []
+
+    async def flush() -> None:
+        body = encode_lines((t, e) for t, events in chunk for e in events)
+        name = attempt_name(new_batch_id())
+        await put_bytes(aws.s3, settings.bucket, stage_key(CONSOLIDATED, tenant, name), body)
+        chunk.clear()
+
+    async for token, events in store.scan(tenant):
+        chunk.append((token, events))
+        replayed += 1
+        if len(chunk) == REPLAY_TICKETS:
+            await flush()
+    if chunk:
+        await flush()
     return replayed
 
 

@@ -7,7 +7,7 @@ back when it starts, through the AWS APIs alone (any emulator would do):
 
 - every object of the bucket (the ticket store, parked tickets, batches in
   flight), exported incrementally: objects never change once written;
-- the API keys and the real-time view (DynamoDB);
+- the API keys, the real-time view and the ticket store's states (DynamoDB);
 - every message still in a queue or dead-letter queue;
 - the stream's records the dumper has not checkpointed (the stream is new
   after a restart, so they are put again, and no checkpoint is restored).
@@ -46,7 +46,9 @@ CONCURRENCY = 16
 
 
 def _tables(settings: Settings) -> list[str]:
-    return [settings.keys_table, settings.realtime_table]
+    # The store's table holds each tenant's state: without it the objects of
+    # the store would not be found again.
+    return [settings.keys_table, settings.realtime_table, settings.store_table]
 
 
 def _queues(settings: Settings) -> list[str]:

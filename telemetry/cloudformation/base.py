@@ -47,6 +47,7 @@ TABLE_IDS = {
     Resource.KEYS_TABLE: "KeysTable",
     Resource.CHECKPOINTS_TABLE: "CheckpointsTable",
     Resource.REALTIME_TABLE: "RealtimeTable",
+    Resource.STORE_TABLE: "StoreTable",
 }
 
 BUCKET_NAME = "${Name}-${AWS::AccountId}-${AWS::Region}"  # global names: the account keeps it ours

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from shared.aws import Aws
+from telemetry.provision import ensure_table
 
 T = TypeVar("T")
 
@@ -45,3 +49,14 @@ def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
         for s in family.samples
         if s.name == name
     ]
+
+
+async def bucket_and_store_table(aws: Aws, bucket: str, table: str) -> None:
+    """A bucket and a ticket-store table of a test's own (as provision makes them)."""
+    with contextlib.suppress(aws.s3.exceptions.BucketAlreadyOwnedByYou):
+        await aws.s3.create_bucket(Bucket=bucket)
+    key = "key"
+    await ensure_table(
+        aws, table, [{"AttributeName": key, "KeyType": "HASH"}],
+        [{"AttributeName": key, "AttributeType": "S"}],
+    )  # fmt: skip

@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from services.consolidator.state import StateTable, TenantState
 from services.enricher.metrics import TicketResult, dedupe, evaluate
 from shared.aws import Aws, open_aws
 from shared.events import canonical
@@ -29,6 +30,7 @@ from telemetry.keys import create_key
 from telemetry.simulate import ticket_life
 from telemetry.up import free_port
 from tests.integration.conftest import ServiceProcesses, settings_of
+from tests.integration.helpers import eventually
 
 WORKERS = 4
 TENANTS = ("conc-a", "conc-b")
@@ -54,6 +56,10 @@ def scaled_env(stack_env: dict[str, str]) -> dict[str, str]:
         "TELEMETRY_REPORT_PORT": str(free_port()),
         "TELEMETRY_VISIBILITY_TIMEOUT_S": "5",
         "TELEMETRY_WORKER_CONCURRENCY": "2",
+        # A store this small seals closed tickets and splits partitions within the test.
+        "TELEMETRY_STORE_TABLE": "scaled-store",
+        "TELEMETRY_STORE_RETENTION_S": "0",
+        "TELEMETRY_STORE_PARTITION_BYTES": "20000",
     }
     return {**stack_env, **names}
 
@@ -176,13 +182,18 @@ async def test_four_workers_per_stage_with_redeliveries_and_crashes(
                     wrong.append((tenant, ticket))
             return wrong
 
+        async def settled() -> list[tuple[str, str]]:
+            """The wrong tickets once none are left, or after two minutes."""
+            for _ in range(120):
+                wrong = await wrong_tickets()
+                if not wrong:
+                    break
+                await asyncio.sleep(1)
+            return wrong
+
         redelivered = await chaos
         assert redelivered >= 150
-        for _ in range(120):
-            wrong = await wrong_tickets()
-            if not wrong:
-                break
-            await asyncio.sleep(1)
+        wrong = await settled()
         assert wrong == [], f"{len(wrong)} of {len(truth)} tickets wrong"
 
         # The worst redelivery: every older batch again, after the newest was loaded.
@@ -223,6 +234,37 @@ async def test_four_workers_per_stage_with_redeliveries_and_crashes(
             assert summary["tickets_abandoned"] == sum(r.abandoned for r in mine)
             assert summary["customer_messages"] == sum(r.customer_messages for r in mine)
             assert summary["transfers"] == sum(r.transfers for r in mine if r.status == "closed")
+
+        # Late events of tickets closed long enough to be sealed, through every stage.
+        table = StateTable(aws.dynamodb, settings.store_table)
+
+        async def shapes() -> list[TenantState | None]:
+            return [await table.read(t) for t in TENANTS]
+
+        states = await eventually(
+            shapes,
+            lambda ss: all(s and s.manifest for s in ss) and any(len(s.parts) > 1 for s in ss if s),
+            90,
+        )
+        print("store states:", states)
+        late = [
+            {"event_id": f"{e['ticket_id']}-late", "tenant_id": e["tenant_id"],
+             "ticket_id": e["ticket_id"], "type": "message_sent",
+             "occurred_at": e["occurred_at"], "sender": "customer"}
+            for e in events
+            if e["type"] == "ticket_created"
+            and truth[(e["tenant_id"], e["ticket_id"])].status == "closed"
+        ]  # fmt: skip
+        for tenant in TENANTS:
+            resp = await http.post(
+                scaled.urls["collector"] + "/v1/events",
+                content=orjson.dumps([e for e in late if e["tenant_id"] == tenant]),
+                headers={"Authorization": f"Bearer {keys[tenant]}"},
+            )
+            assert resp.status_code == 202
+        truth = expected(events + late)
+        wrong = await settled()
+        assert wrong == [], f"{len(wrong)} of {len(truth)} tickets wrong after late events"
 
         for queue in queue_names(settings):
             url = (await aws.sqs.get_queue_url(QueueName=queue + DLQ_SUFFIX))["QueueUrl"]

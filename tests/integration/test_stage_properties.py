@@ -6,7 +6,6 @@ concurrency (SPEC §1)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import itertools
 import random
@@ -20,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.consolidator import handler as consolidator
-from services.consolidator.store import ObjectCache, TicketStore
+from services.consolidator.partition import Policy
+from services.consolidator.store import StoreRaceError, TicketStore, build_store
 from services.enricher import handler as enricher
 from services.enricher.handler import ticket_record
 from services.enricher.metrics import dedupe, evaluate
@@ -38,9 +38,13 @@ from shared.layout import (
 )
 from shared.objects import get_bytes, list_keys
 from shared.settings import Settings
-from tests.unit.test_metrics_properties import histories
+from tests.integration.helpers import bucket_and_store_table
+from tests.unit.test_metrics_properties import DAY_MS, histories
 
 BUCKET = "telemetry-properties"
+TABLE = "telemetry-properties-store"
+# Small enough that these few events are merged, sealed (closed a day ago) and split.
+POLICY = Policy(fanout=3, retention_ms=DAY_MS, major_min_bytes=1, partition_bytes=1_500)
 TENANTS = itertools.count()
 CONCURRENCY = 4
 
@@ -74,6 +78,12 @@ async def run_redelivered(
 
     async def one(key: str) -> None:
         async with slots:
+            for _ in range(5):  # the worker retries a message the store raced
+                try:
+                    await handle(key)
+                    return
+                except StoreRaceError:
+                    await asyncio.sleep(0.1)
             await handle(key)
 
     await asyncio.gather(*(one(k) for k in schedule))
@@ -102,10 +112,27 @@ async def run_stages(
     await run_redelivered(
         partial(filter_stage.handle, filter_stage.FilterDeps(aws.s3, BUCKET)), raw, rng
     )
-    store = TicketStore(aws.s3, BUCKET, compact_after=3, cache=ObjectCache(200))
-    deps = consolidator.ConsolidatorDeps(store=store, buckets=2)
+    # Two consolidators (caches of their own) while two compactors run throughout.
+    stores = [store_of(aws, 20_000) for _ in range(2)]
+    deps = [consolidator.ConsolidatorDeps(store=s) for s in stores]
     filtered = await new(FILTERED)
-    await run_redelivered(partial(consolidator.handle, deps), filtered, rng)
+    compactors = asyncio.Event()
+
+    async def compact(store: TicketStore) -> None:
+        while not compactors.is_set():
+            await store.compactor.compact_all(tenant)
+            await asyncio.sleep(0.01)
+
+    running = [asyncio.create_task(compact(s)) for s in stores]
+
+    async def either(key: str) -> None:
+        await consolidator.handle(deps[rng.randrange(2)], key)
+
+    try:
+        await run_redelivered(either, filtered, rng)
+    finally:
+        compactors.set()
+        await asyncio.gather(*running)
     consolidated = await new(CONSOLIDATED)
     edeps = enricher.EnricherDeps(aws.s3, aws.sns, BUCKET, topic)
     await run_redelivered(partial(enricher.handle, edeps), consolidated, rng)
@@ -120,6 +147,16 @@ async def run_stages(
                 if wanted and (old is None or rec["version"] > old["version"]):
                     kept[rec["ticket_id"]] = rec
     return latest, realtime
+
+
+def store_of(aws: Aws, cache_bytes: int) -> TicketStore:
+    return build_store(aws.s3, aws.dynamodb, BUCKET, TABLE, POLICY, cache_bytes)
+
+
+async def prepare(aws: Aws) -> str:
+    """The bucket, the store's table and the topic; the topic's ARN."""
+    await bucket_and_store_table(aws, BUCKET, TABLE)
+    return (await aws.sns.create_topic(Name="telemetry-properties"))["TopicArn"]
 
 
 @pytest.fixture(scope="module")
@@ -145,10 +182,14 @@ def test_stages_compute_the_metrics_of_the_event_set(
 
     async def scenario() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         async with open_aws(stage_settings) as aws:
-            with contextlib.suppress(aws.s3.exceptions.BucketAlreadyOwnedByYou):
-                await aws.s3.create_bucket(Bucket=BUCKET)
-            topic = (await aws.sns.create_topic(Name="telemetry-properties"))["TopicArn"]
-            return await run_stages(aws, topic, tenant, objects, random.Random(seed))
+            topic = await prepare(aws)
+            # Some objects first, then the store compacted (closed tickets sealed,
+            # partitions split), then the rest: late events of sealed tickets.
+            cut = random.Random(seed).randint(0, len(objects))
+            done: set[str] = set()
+            await run_stages(aws, topic, tenant, objects[:cut], random.Random(seed), done)
+            await store_of(aws, 0).compactor.compact_all(tenant)
+            return await run_stages(aws, topic, tenant, objects[cut:], random.Random(seed), done)
 
     latest, realtime = asyncio.run(scenario())
 
@@ -196,9 +237,7 @@ def test_batches_of_messages_alone_skip_the_realtime_write(
 
     async def scenario() -> list[bool]:
         async with open_aws(stage_settings) as aws:
-            with contextlib.suppress(aws.s3.exceptions.BucketAlreadyOwnedByYou):
-                await aws.s3.create_bucket(Bucket=BUCKET)
-            topic = (await aws.sns.create_topic(Name="telemetry-properties"))["TopicArn"]
+            topic = await prepare(aws)
             flags = []
             done: set[str] = set()
             for batch in batches:  # one batch at a time, through every stage
