@@ -24,7 +24,7 @@ import yaml
 
 from shared.pipeline import STAGES, Kind
 from shared.settings import Settings
-from telemetry.commands import create_key
+from telemetry.keys import create_key
 from telemetry.up import free_port, start_moto
 from tests.integration.conftest import ServiceProcesses, settings_of
 from tests.integration.test_pipeline import ticket_metrics_end_to_end
