@@ -1,7 +1,7 @@
 # The one image of every stage: `telemetry <stage>` (see docs/deploy.md).
 # python:3.11-slim as published on 2026-08-05 (Python 3.11.15, Debian trixie),
 # pinned by its multi-platform index digest: see docs/deploy.md for how to move it.
-FROM python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff
+FROM python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff AS app
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -29,3 +29,18 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-m", "telemetry.healthcheck"]
 ENTRYPOINT ["telemetry"]
 CMD ["--help"]
+
+# docker compose's AWS emulation (`telemetry emulator`): the same image plus moto,
+# its data kept in the /data volume across restarts. Never deployed.
+FROM app AS emulator
+USER 0
+COPY requirements-emulator.lock ./
+RUN pip install --require-hashes --no-deps -r requirements-emulator.lock \
+    && mkdir /data && chown 65534:65534 /data
+USER 65534:65534
+HEALTHCHECK --interval=2s --timeout=5s --start-period=10s --retries=60 \
+    CMD ["python", "-c", "import os, sys; sys.exit(not os.path.exists('/tmp/telemetry-emulator-ready'))"]
+CMD ["emulator", "--state-dir", "/data"]
+
+# The default target: every stage.
+FROM app

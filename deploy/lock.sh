@@ -1,6 +1,7 @@
 #!/bin/sh
 # Regenerates the hashed locks: requirements-dev.lock (CI: runtime, local and
-# dev extras), requirements.lock (the image: runtime only, the same versions)
+# dev extras), requirements.lock (the image: runtime only, the same versions),
+# requirements-emulator.lock (compose's emulator image: runtime and moto)
 # and deploy/tools.lock (the validation tools). $1 is the uv executable.
 set -eu
 uv=$1
@@ -14,4 +15,5 @@ compile() {
 }
 compile requirements-dev.lock pyproject.toml --extra local --extra dev
 compile requirements.lock pyproject.toml -c requirements-dev.lock
+compile requirements-emulator.lock pyproject.toml --extra emulator -c requirements-dev.lock
 compile deploy/tools.lock deploy/tools.in

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
+import re
 import subprocess
 from typing import Any
 
@@ -52,19 +52,32 @@ def test_start_up_waits_for_real_health(compose: dict[str, Any]) -> None:
         services["postgres"],
         services["provision"],
     )
-    assert "/moto-api/" in " ".join(emulator["healthcheck"]["test"])
+    assert "telemetry-emulator-ready" in " ".join(emulator["healthcheck"]["test"])
     pg = postgres["healthcheck"]["test"]
     assert "pg_isready" in pg and pg[pg.index("-h") + 1] == "127.0.0.1"
     assert provision["restart"] == "on-failure"
+    assert provision["command"] == ["provision", "--local"]
+    assert provision["depends_on"]["emulator"]["restart"] is True
     assert {k: v["condition"] for k, v in provision["depends_on"].items()} == {
         "emulator": "service_healthy",
         "postgres": "service_healthy",
     }
 
 
-def test_the_emulator_is_the_moto_of_development(compose: dict[str, Any]) -> None:
-    image = compose["services"]["emulator"]["image"]
-    assert image == f"motoserver/moto:{importlib.metadata.version('moto')}"
+def _seconds(duration: str) -> float:
+    """A Go duration as compose config prints it (`2m0s`)."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)([hms])", duration))
+
+
+def test_the_emulator_keeps_its_data_in_a_volume(compose: dict[str, Any]) -> None:
+    """Its data survives a restart of its container (telemetry emulator, tested in
+    tests/integration/test_emulator.py); saving may take the visibility timeout."""
+    emulator = compose["services"]["emulator"]
+    assert emulator["build"]["target"] == "emulator"
+    assert emulator["command"][:1] == ["emulator"]
+    assert [v["target"] for v in emulator["volumes"]] == ["/data"]
+    assert _seconds(emulator["stop_grace_period"]) >= 70
 
 
 def test_a_first_key_is_printed(compose: dict[str, Any]) -> None:

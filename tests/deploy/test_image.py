@@ -16,7 +16,11 @@ def instructions() -> list[str]:
 
 
 def test_base_image_is_pinned_by_digest() -> None:
-    assert re.match(r"FROM python:3\.11-slim@sha256:[0-9a-f]{64}$", instructions()[0])
+    assert re.match(r"FROM python:3\.11-slim@sha256:[0-9a-f]{64} AS app$", instructions()[0])
+    assert [line for line in instructions() if line.startswith("FROM")][1:] == [
+        "FROM app AS emulator",  # compose's emulator: the app plus moto
+        "FROM app",  # the default target, what deployments run
+    ]
 
 
 def test_dependencies_come_from_the_lock_before_the_code() -> None:
@@ -42,6 +46,9 @@ def test_locks_have_hashes_and_agree() -> None:
     """The image's lock is the CI lock's runtime part, at the same versions."""
     image, ci = pins("requirements.lock"), pins("requirements-dev.lock")
     assert image and all(ci.get(name) == version for name, version in image.items())
-    for path in ("requirements.lock", "requirements-dev.lock", "deploy/tools.lock"):
+    emulator = pins("requirements-emulator.lock")
+    assert "moto" in emulator and all(ci.get(n) == v for n, v in emulator.items())
+    for path in ("requirements.lock", "requirements-dev.lock", "requirements-emulator.lock",
+                 "deploy/tools.lock"):  # fmt: skip
         text = (ROOT / path).read_text()
         assert text.count("==") <= text.count("--hash=sha256:"), path
