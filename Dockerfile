@@ -39,7 +39,7 @@ RUN pip install --require-hashes --no-deps -r requirements-emulator.lock \
     && mkdir /data && chown 65534:65534 /data
 USER 65534:65534
 HEALTHCHECK --interval=2s --timeout=5s --start-period=10s --retries=60 \
-    CMD ["python", "-c", "import os, sys; sys.exit(not os.path.exists('/tmp/telemetry-emulator-ready'))"]
+    CMD ["python", "-c", "import os, urllib.request as u; assert os.path.exists('/tmp/telemetry-emulator-ready'); u.urlopen('http://127.0.0.1:5000/moto-api/')"]
 CMD ["emulator", "--state-dir", "/data"]
 
 # The default target: every stage.

@@ -52,7 +52,8 @@ def test_start_up_waits_for_real_health(compose: dict[str, Any]) -> None:
         services["postgres"],
         services["provision"],
     )
-    assert "telemetry-emulator-ready" in " ".join(emulator["healthcheck"]["test"])
+    check = " ".join(emulator["healthcheck"]["test"])
+    assert "telemetry-emulator-ready" in check and "/moto-api/" in check  # data back, serving
     pg = postgres["healthcheck"]["test"]
     assert "pg_isready" in pg and pg[pg.index("-h") + 1] == "127.0.0.1"
     assert provision["restart"] == "on-failure"
