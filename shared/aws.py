@@ -61,19 +61,12 @@ def client_config(settings: Settings, *, interactive: bool = False) -> Config:
     """Workers wait patiently (long polls take 20 s; the worker retries passing
     failures itself). A request a client waits on must fail within seconds, so
     that it can answer 503 and the client retry: few attempts, short timeouts."""
-    if interactive:
-        return Config(
-            region_name=settings.aws_region,
-            retries={"mode": "standard", "max_attempts": 2},
-            connect_timeout=1,
-            read_timeout=5,
-            max_pool_connections=50,
-        )
+    attempts, connect_s, read_s = (2, 1, 5) if interactive else (5, 5, 30)
     return Config(
         region_name=settings.aws_region,
-        retries={"mode": "standard", "max_attempts": 5},
-        connect_timeout=5,
-        read_timeout=30,
+        retries={"mode": "standard", "max_attempts": attempts},
+        connect_timeout=connect_s,
+        read_timeout=read_s,
         max_pool_connections=50,
     )
 

@@ -15,8 +15,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.enricher.handler import ticket_record
 from services.enricher.metrics import TicketResult, evaluate, event_ms
@@ -26,36 +26,26 @@ from services.loader.reports import load_records
 from services.report.realtime import realtime_view
 from services.report.stats import stats
 from shared.aws import Aws, open_aws
-from shared.db import async_url, make_engine
+from shared.db import make_engine
 from shared.events import format_ms, to_ms
 from shared.realtime import OPEN_INDEX, OPEN_KEY, put_if_newer, quarter_key, quarters_partition
 from shared.rollups import Rollup
 from shared.settings import Settings
-from telemetry.provision import ensure_realtime_table, ensure_table, migrate
+from telemetry.provision import ensure_realtime_table, ensure_table
 from telemetry.simulate import ticket_life
 
 ZONES = ("UTC", "Asia/Kathmandu", "America/Sao_Paulo")  # +5:45, -3:00
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+async def engine(fresh_database_url: str) -> AsyncIterator[AsyncEngine]:
     """A database of its own: `publish` sends every pending quarter of the
     database, and the services' stack shares the session's."""
-    url = make_url(async_url(database_url))
-    name = f"rt_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f"CREATE DATABASE {name}"))
-    own = url.set(database=name).render_as_string(hide_password=False)
-    await migrate(own)
-    engine = make_engine(own)
+    engine = make_engine(fresh_database_url)
     try:
         yield engine
     finally:
         await engine.dispose()
-        async with admin.connect() as conn:
-            await conn.execute(text(f"DROP DATABASE {name}"))
-        await admin.dispose()
 
 
 @pytest.fixture
