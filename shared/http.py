@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -69,6 +71,22 @@ async def get_api_key(request: Request) -> ApiKey:
 AwsDep = Annotated[Aws, Depends(get_aws)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
+
+
+def install_browser_support(app: FastAPI, settings: Settings) -> None:
+    """gzip for large answers, and CORS for the configured origins only (none by
+    default: a browser page of another site then cannot read any answer)."""
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    origins = settings.cors_origin_list()
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "If-None-Match"],
+            expose_headers=["ETag", "Retry-After", "X-Next-Cursor"],
+            max_age=600,
+        )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -230,6 +248,6 @@ class Readiness:
 service_router = APIRouter()
 
 
-@service_router.get("/healthz")
+@service_router.get("/healthz", tags=["health"], operation_id="getHealth")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}

@@ -95,9 +95,15 @@ class Settings(BaseSettings):
     # and the report service must agree; a zone added later has rows only from
     # then on.
     report_zones: str = "UTC,America/Sao_Paulo"
+    # Browser origins (comma-separated, or `*`) allowed to call the HTTP APIs
+    # from another site's page (CORS); none by default.
+    cors_origins: str = ""
 
     def report_calendars(self) -> tuple[Calendar, ...]:
         return calendars(tuple(z.strip() for z in self.report_zones.split(",") if z.strip()))
+
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     def needs_account(self) -> bool:
         return not (self.bucket and self.topic_arn)

@@ -12,6 +12,7 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
 from services.collector.limits import MAX_NODES, RateLimiter, json_nodes
+from services.collector.models import Accepted, batch_schema
 from services.collector.stream import StreamBusyError, StreamUnavailableError, StreamWriter
 from shared.auth import ApiKey, KeyStore
 from shared.aws import Aws, open_aws
@@ -23,12 +24,14 @@ from shared.http import (
     GuardMiddleware,
     HttpMetricsMiddleware,
     Readiness,
+    install_browser_support,
     install_error_handlers,
     json_response,
     metrics_server,
     service_router,
 )
 from shared.observe import EVENTS
+from shared.openapi import errors, install_openapi
 from shared.settings import Settings
 
 MAX_BODY = 1024 * 1024
@@ -86,8 +89,23 @@ def check_events(
     return accepted, rejected
 
 
-@router.post("/v1/events", status_code=202)
+BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A JSON array of 1 to 500 events, at most 1 MiB. Each invalid event is"
+        " rejected alone (listed in the answer); the others are accepted.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventBatch"}}},
+    }
+}
+
+
+@router.post(
+    "/v1/events", status_code=202, tags=["events"], operation_id="postEvents",
+    response_model=Accepted, openapi_extra=BODY_DOC,
+    responses={202: {"description": "Accepted"}, **errors(400, 401, 403, 413, 429)},
+)  # fmt: skip
 async def post_events(request: Request, api_key: ApiKeyDep, writer: WriterDep) -> Response:
+    """Validate a batch of events and write the valid ones durably to the stream."""
     api_key.require(None, "ingest")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
@@ -145,7 +163,7 @@ async def post_events(request: Request, api_key: ApiKeyDep, writer: WriterDep) -
     return json_response(answer, 202)
 
 
-@router.get("/readyz")
+@router.get("/readyz", tags=["health"], operation_id="getReady", responses=errors())
 async def readyz(request: Request) -> Response:
     """Ready when the stream and the key table answer (checked at most every few s)."""
     readiness: Readiness = request.app.state.readiness
@@ -160,6 +178,17 @@ def readiness(aws: Aws, settings: Settings) -> Readiness:
         await aws.dynamodb.describe_table(TableName=settings.keys_table)
 
     return Readiness({"stream": stream, "keys": keys}, settings.readyz_cache_s)
+
+
+TAGS = [
+    {"name": "events", "description": "Ingest: batches of events (SPEC §1)"},
+    {"name": "health", "description": "Probes (no key needed)"},
+]
+DESCRIPTION = (
+    "The ingest API of SPEC §3. Every request carries `Authorization: Bearer <api key>`"
+    " with the `ingest` scope. A 503 or 429 means: retry the whole batch after"
+    " `Retry-After`; a 202 means every accepted event is durably stored."
+)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -191,10 +220,12 @@ def create_app(settings: Settings) -> FastAPI:
                 if metrics is not None:
                     metrics.close()
 
-    app = FastAPI(title="Telemetry collector", version="1", lifespan=lifespan)
+    app = FastAPI(title="Telemetry collector", version="1", lifespan=lifespan, openapi_tags=TAGS)
     app.add_middleware(GuardMiddleware, timeout_s=settings.request_timeout_s)
-    app.add_middleware(HttpMetricsMiddleware)  # added last: outermost, sees the guard's 503s
+    app.add_middleware(HttpMetricsMiddleware)  # outside the guard: sees its 503s
+    install_browser_support(app, settings)
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(service_router)
+    install_openapi(app, DESCRIPTION, frozenset({"/healthz", "/readyz"}), batch_schema())
     return app

@@ -8,14 +8,17 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
-from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.report import queries
+from services.report import models, queries
+from services.report.models import Channel, Granularity
+from services.report.paging import AGENT_SORTS, GROUP_SORTS, MAX_LIMIT, page, sort_values
 from services.report.realtime import realtime_view, today_bounds
-from services.report.stats import check_buckets, day_range, intervals, parse_date, to_csv, zone
+from services.report.respond import CSV_CONTENT, LIVE_CACHE, FormatParam, answer, cached
+from services.report.stats import check_buckets, day_range, intervals, parse_date, zone
 from services.report.zones import ReportZones
 from shared.auth import KeyStore
 from shared.aws import Aws, open_aws
@@ -29,11 +32,12 @@ from shared.http import (
     HttpMetricsMiddleware,
     Readiness,
     SettingsDep,
+    install_browser_support,
     install_error_handlers,
-    json_response,
     metrics_server,
     service_router,
 )
+from shared.openapi import errors, install_openapi
 from shared.settings import Settings
 from shared.timebuckets import Calendar
 
@@ -77,7 +81,7 @@ Range = Annotated[tuple[datetime, datetime], Depends(date_range)]
 
 
 def report_filters(
-    group_id: str | None = None, agent_id: str | None = None, channel: str | None = None
+    group_id: str | None = None, agent_id: str | None = None, channel: Channel | None = None
 ) -> queries.Filters:
     """The optional filters; ids are strings of at most 128 characters (SPEC §1)."""
     for name, value in (("group_id", group_id), ("agent_id", agent_id), ("channel", channel)):
@@ -90,14 +94,52 @@ FiltersDep = Annotated[queries.Filters, Depends(report_filters)]
 CalendarDep = Annotated[Calendar | None, Depends(report_calendar)]
 
 
-def answer(request: Request, body: dict[str, Any], rows: list[dict[str, Any]]) -> Response:
-    """JSON by default; CSV of `rows` when the client asks for text/csv."""
-    if "text/csv" in request.headers.get("accept", ""):
-        return PlainTextResponse(to_csv(rows), media_type="text/csv")
-    return json_response(body)
+COMMON = errors(400, 401, 403, 304)
+REPORT_OK: dict[int | str, dict[str, Any]] = {200: {"content": CSV_CONTENT}}
 
 
-@router.get("/reports/summary")
+def _sort_param(fields: tuple[str, ...], default: str) -> Any:
+    """A `sort` parameter, documented as an enum of its values."""
+    allowed = sort_values(fields)
+    doc = Query(description="a field; `-field` for descending", json_schema_extra={"enum": allowed})
+
+    def sort_param(sort: Annotated[str, doc] = default) -> str:
+        if sort not in allowed:
+            raise ApiError(400, "invalid_sort", f"sort must be one of {', '.join(allowed)}")
+        return sort
+
+    sort_param.__annotations__["sort"] = Annotated[str, doc]  # resolved now, not by name
+    return sort_param
+
+
+GroupSort = Annotated[str, Depends(_sort_param(GROUP_SORTS, "group_id"))]
+AgentSort = Annotated[str, Depends(_sort_param(AGENT_SORTS, "agent_id"))]
+LimitParam = Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="rows per page")]
+CursorParam = Annotated[str | None, Query(max_length=2048, description="next_cursor of a page")]
+
+
+def paged(
+    request: Request,
+    rows: list[dict[str, Any]],
+    id_field: str,
+    sort: str,
+    limit: int | None,
+    cursor: str | None,
+    fmt: FormatParam,
+) -> Response:
+    shown, next_cursor = page(rows, id_field, sort, limit, cursor)
+    body: dict[str, Any] = {"rows": shown}
+    headers = None
+    if next_cursor is not None:
+        body["next_cursor"] = next_cursor
+        headers = {"X-Next-Cursor": next_cursor}
+    return answer(request, body, shown, fmt, headers=headers)
+
+
+@router.get(
+    "/reports/summary", tags=["reports"], operation_id="getSummary",
+    response_model=models.Summary, responses={**REPORT_OK, **COMMON},
+)  # fmt: skip
 async def summary(
     request: Request,
     tenant: Tenant,
@@ -105,28 +147,35 @@ async def summary(
     dates: Range,
     cal: CalendarDep,
     filters: FiltersDep,
+    fmt: FormatParam = None,
     sla_seconds: SlaParam = 60,
 ) -> Response:
+    """Totals for the range."""
     [body] = await queries.summaries(engine, tenant, list(dates), filters, sla_seconds, cal)
-    return answer(request, body, [body])
+    return answer(request, body, [body], fmt)
 
 
-@router.get("/reports/timeseries")
+@router.get(
+    "/reports/timeseries", tags=["reports"], operation_id="getTimeseries",
+    response_model=models.Timeseries, responses={**REPORT_OK, **COMMON},
+)  # fmt: skip
 async def timeseries(
     request: Request,
     tenant: Tenant,
     engine: EngineDep,
     from_: FromParam,
     to: ToParam,
-    granularity: Annotated[str, Query(description="hour, day, week or month")],
+    granularity: Annotated[Granularity, Query()],
     cal: CalendarDep,
     filters: FiltersDep,
+    fmt: FormatParam = None,
     tz: TzParam = "UTC",
     sla_seconds: SlaParam = 60,
 ) -> Response:
+    """The summary of each 15 or 30 minutes, hour, day, week (from Monday) or month."""
     start, end = parse_date(from_, "from"), parse_date(to, "to")
-    labels, bounds = intervals(start, end, zone(tz), granularity)
-    check_buckets(bounds, cal, granularity)
+    labels, bounds = intervals(start, end, zone(tz), granularity.value)
+    check_buckets(bounds, cal, granularity.value)
     points = [
         {"start": format_ms(to_ms(label)), **point}
         for label, point in zip(
@@ -135,50 +184,108 @@ async def timeseries(
             strict=True,
         )
     ]
-    return answer(request, {"points": points}, points)
+    return answer(request, {"points": points}, points, fmt)
 
 
-@router.get("/reports/groups")
+@router.get(
+    "/reports/groups", tags=["reports"], operation_id="getGroups",
+    response_model=models.Groups, responses={**REPORT_OK, **COMMON},
+)  # fmt: skip
 async def groups(
-    request: Request, tenant: Tenant, engine: EngineDep, dates: Range, cal: CalendarDep
+    request: Request,
+    tenant: Tenant,
+    engine: EngineDep,
+    dates: Range,
+    cal: CalendarDep,
+    sort: GroupSort,
+    limit: LimitParam = None,
+    cursor: CursorParam = None,
+    fmt: FormatParam = None,
 ) -> Response:
+    """Group stints that ended in the range, per group."""
     rows = await queries.groups(engine, tenant, *dates, cal)
-    return answer(request, {"rows": rows}, rows)
+    return paged(request, rows, "group_id", sort, limit, cursor, fmt)
 
 
-@router.get("/reports/agents")
+@router.get(
+    "/reports/agents", tags=["reports"], operation_id="getAgents",
+    response_model=models.Agents, responses={**REPORT_OK, **COMMON},
+)  # fmt: skip
 async def agents(
-    request: Request, tenant: Tenant, engine: EngineDep, dates: Range, cal: CalendarDep
+    request: Request,
+    tenant: Tenant,
+    engine: EngineDep,
+    dates: Range,
+    cal: CalendarDep,
+    sort: AgentSort,
+    limit: LimitParam = None,
+    cursor: CursorParam = None,
+    fmt: FormatParam = None,
 ) -> Response:
+    """Per agent: stints, handle time, messages, first responses, tickets closed."""
     rows = await queries.agents(engine, tenant, *dates, cal)
-    return answer(request, {"rows": rows}, rows)
+    return paged(request, rows, "agent_id", sort, limit, cursor, fmt)
 
 
-@router.get("/tickets/{ticket_id:path}")  # ids may hold "/"
+@router.get(
+    "/tickets/{ticket_id:path}", tags=["tickets"], operation_id="getTicket",
+    response_model=models.Ticket, responses=errors(401, 403, 404, 304),
+)  # fmt: skip
 async def ticket(
-    tenant: Tenant, engine: EngineDep, ticket_id: Annotated[str, Path(max_length=128)]
+    request: Request,
+    tenant: Tenant,
+    engine: EngineDep,
+    ticket_id: Annotated[str, Path(max_length=128)],
 ) -> Response:
+    """A ticket's metrics, stints and events (ids may hold `/`)."""
     # PostgreSQL text cannot hold NUL, so no stored ticket has one in its id.
     doc = None if "\x00" in ticket_id else await queries.ticket_doc(engine, tenant, ticket_id)
     if doc is None:
         raise ApiError(404, "not_found", "no such ticket")
-    return json_response({"tenant_id": tenant, "ticket_id": ticket_id, **doc})
+    body = {"tenant_id": tenant, "ticket_id": ticket_id, **doc}
+    return cached(request, orjson.dumps(body), "application/json")
 
 
-@router.get("/realtime")
+@router.get(
+    "/realtime", tags=["realtime"], operation_id="getRealtime",
+    response_model=models.Realtime, responses={**REPORT_OK, **COMMON},
+)  # fmt: skip
 async def realtime(
-    request: Request, tenant: Tenant, aws: AwsDep, settings: SettingsDep, tz: TzParam = "UTC"
+    request: Request,
+    tenant: Tenant,
+    aws: AwsDep,
+    settings: SettingsDep,
+    fmt: FormatParam = None,
+    tz: TzParam = "UTC",
 ) -> Response:
+    """The tenant's current day, from the real-time store."""
     start, end = today_bounds(datetime.now(UTC), zone(tz))
     body = await realtime_view(aws.dynamodb, settings.realtime_table, tenant, start, end)
-    return answer(request, body, [body])
+    return answer(request, body, [body], fmt, LIVE_CACHE)
 
 
-@router_root.get("/readyz")
+@router_root.get(
+    "/readyz", tags=["health"], operation_id="getReady",
+    response_model=models.Ready, responses=errors(),
+)  # fmt: skip
 async def readyz(request: Request) -> Response:
     """Ready when PostgreSQL and DynamoDB answer (checked at most every few s)."""
     readiness: Readiness = request.app.state.readiness
     return await readiness.response()
+
+
+TAGS = [
+    {"name": "reports", "description": "Totals, series, groups and agents of a date range"},
+    {"name": "tickets", "description": "One ticket: metrics, stints, events"},
+    {"name": "realtime", "description": "The current day, from the real-time store"},
+    {"name": "health", "description": "Probes (no key needed)"},
+]
+DESCRIPTION = (
+    "The read API of SPEC §3. Every request carries `Authorization: Bearer <api key>`"
+    " with the `read` scope for the tenant of the path. Reports answer CSV with"
+    " `Accept: text/csv` or `?format=csv`, carry an ETag (answer 304 to `If-None-Match`)"
+    " and are gzipped for clients that accept it."
+)
 
 
 def readiness(aws: Aws, engine: AsyncEngine, settings: Settings) -> Readiness:
@@ -219,11 +326,13 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await engine.dispose()
 
-    app = FastAPI(title="Telemetry reports", version="1", lifespan=lifespan)
+    app = FastAPI(title="Telemetry reports", version="1", lifespan=lifespan, openapi_tags=TAGS)
     app.add_middleware(GuardMiddleware, timeout_s=settings.request_timeout_s)
-    app.add_middleware(HttpMetricsMiddleware)  # added last: outermost, sees the guard's 503s
+    app.add_middleware(HttpMetricsMiddleware)  # outside the guard: sees its 503s
+    install_browser_support(app, settings)
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(router_root)
     app.include_router(service_router)
+    install_openapi(app, DESCRIPTION, frozenset({"/healthz", "/readyz"}))
     return app

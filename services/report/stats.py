@@ -76,7 +76,7 @@ def day_range(start: date, end: date, tz: ZoneInfo) -> tuple[datetime, datetime]
         raise ApiError(400, "invalid_date", "date out of range") from exc
 
 
-GRANULARITIES = ("hour", "day", "week", "month")
+GRANULARITIES = ("15m", "30m", "hour", "day", "week", "month")
 MAX_POINTS = 20_000
 # Rollup buckets one timeseries may read. Each point is read as a few aligned
 # buckets (services/report/queries.py): one per local day, week or month of a
@@ -86,6 +86,9 @@ MAX_POINTS = 20_000
 # Asia/Kolkata) cost 1.5 s of CPU.
 MAX_BUCKETS = 50_000
 QUARTER_HOUR = timedelta(minutes=15)  # every offset in use is a multiple of it
+# Points shorter than a day start at these local minutes (multiples of): the
+# 15-minute rollups (level 0) make them exact in every zone.
+SUB_DAY = {"15m": 15, "30m": 30, "hour": 60}
 
 
 def intervals(
@@ -93,23 +96,24 @@ def intervals(
 ) -> tuple[list[datetime], list[datetime]]:
     """(labels, bounds) of a timeseries in `tz`.
 
-    Labels are the natural starts of the hours, days, weeks (Monday) or months
-    that meet the range; bounds clip the first and the last to the range, so
-    the points always add up to the summary of the range.
+    Labels are the natural starts of the quarter and half hours, hours, days,
+    weeks (Monday) or months that meet the range; bounds clip the first and
+    the last to the range, so the points always add up to the summary of the
+    range.
     """
     lo, hi = day_range(start, end, tz)
-    per_day = {"hour": 25, "day": 1, "week": 1 / 7, "month": 1 / 28}
+    per_day = {"15m": 100, "30m": 50, "hour": 25, "day": 1, "week": 1 / 7, "month": 1 / 28}
     if granularity not in per_day:
         raise ApiError(400, "invalid_granularity", f"granularity must be one of {GRANULARITIES}")
     if ((end - start).days + 1) * per_day[granularity] > MAX_POINTS + 2:
         raise ApiError(
             400, "too_many_points", f"at most {MAX_POINTS} points; use a coarser granularity"
         )
-    if granularity == "hour":
+    if granularity in SUB_DAY:
         labels = []
         t = lo
         while t < hi:
-            if t.astimezone(tz).minute == 0:
+            if t.astimezone(tz).minute % SUB_DAY[granularity] == 0:
                 labels.append(t)
             t += QUARTER_HOUR
     else:
@@ -141,7 +145,7 @@ def check_buckets(bounds: list[datetime], cal: Calendar | None, granularity: str
     point, a clipped first or last week or month a few more; elsewhere each point
     is decomposed into UTC buckets, and counting stops at the cap, so a refusal
     costs what the cap allows, not what was asked."""
-    local = cal is not None and granularity != "hour" and epoch_s(bounds[0]) >= cal.since_s
+    local = cal is not None and granularity not in SUB_DAY and epoch_s(bounds[0]) >= cal.since_s
     total = len(bounds) - 1 + 2 * 10 if local else 0
     if not local:
         for lo, hi in pairwise(bounds):
