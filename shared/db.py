@@ -76,6 +76,8 @@ ticket_measures = Table(
     Column("abandoned", Boolean),
     Column("transferred_out", Boolean),
     Index("ix_ticket_measures_tenant_ticket", "tenant_id", "ticket_id"),
+    # Drill-down: the measurements of one kind in a time range (services/report/drill.py).
+    Index("ix_ticket_measures_tenant_kind_at", "tenant_id", "kind", "at"),
 )
 
 

@@ -9,24 +9,39 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.report import models, queries
-from services.report.models import Channel, Granularity
-from services.report.paging import AGENT_SORTS, GROUP_SORTS, MAX_LIMIT, page, sort_values
+from services.report.deps import (
+    AgentSort,
+    CalendarDep,
+    CursorParam,
+    EngineDep,
+    FiltersDep,
+    FromParam,
+    GroupSort,
+    LimitParam,
+    Range,
+    SlaParam,
+    Tenant,
+    ToParam,
+    TzParam,
+)
+from services.report.drill_api import drill_router
+from services.report.models import Granularity
+from services.report.paging import page
 from services.report.realtime import realtime_view, today_bounds
 from services.report.respond import CSV_CONTENT, LIVE_CACHE, FormatParam, answer, cached
-from services.report.stats import check_buckets, day_range, intervals, parse_date, zone
+from services.report.stats import check_buckets, intervals, parse_date, zone
 from services.report.zones import ReportZones
 from shared.auth import KeyStore
 from shared.aws import Aws, open_aws
 from shared.db import make_engine
-from shared.events import TENANT_RE, format_ms, to_ms
+from shared.events import format_ms, to_ms
 from shared.http import (
     ApiError,
-    ApiKeyDep,
     AwsDep,
     GuardMiddleware,
     HttpMetricsMiddleware,
@@ -39,83 +54,13 @@ from shared.http import (
 )
 from shared.openapi import errors, install_openapi
 from shared.settings import Settings
-from shared.timebuckets import Calendar
-
-
-def get_engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
-
-
-def readable_tenant(api_key: ApiKeyDep, tenant_id: Annotated[str, Path()]) -> str:
-    """The tenant of the path, once the key may read it; the same 403 otherwise."""
-    api_key.require(tenant_id, "read")
-    if not TENANT_RE.fullmatch(tenant_id):
-        raise ApiError(404, "not_found", "no such tenant")
-    return tenant_id
-
-
-async def report_calendar(request: Request, tz: TzParam = "UTC") -> Calendar | None:
-    """The report zone `tz` is, if it is one: its days, weeks and months are stored."""
-    zones: ReportZones = request.app.state.zones
-    return (await zones.current()).get(tz)
-
-
-EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
-Tenant = Annotated[str, Depends(readable_tenant)]
-FromParam = Annotated[str, Query(alias="from", description="YYYY-MM-DD, inclusive, in tz")]
-ToParam = Annotated[str, Query(description="YYYY-MM-DD, inclusive, in tz")]
-TzParam = Annotated[str, Query(description="IANA time zone")]
-SlaParam = Annotated[int, Query(ge=1, le=86_400)]
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}")
 router_root = APIRouter()
 
 
-def date_range(from_: FromParam, to: ToParam, tz: TzParam = "UTC") -> tuple[datetime, datetime]:
-    """`from`..`to` inclusive, in `tz`, as UTC instants."""
-    return day_range(parse_date(from_, "from"), parse_date(to, "to"), zone(tz))
-
-
-Range = Annotated[tuple[datetime, datetime], Depends(date_range)]
-
-
-def report_filters(
-    group_id: str | None = None, agent_id: str | None = None, channel: Channel | None = None
-) -> queries.Filters:
-    """The optional filters; ids are strings of at most 128 characters (SPEC §1)."""
-    for name, value in (("group_id", group_id), ("agent_id", agent_id), ("channel", channel)):
-        if value is not None and (len(value) > 128 or "\x00" in value):
-            raise ApiError(400, "invalid_filter", f"{name} is not a valid id")
-    return queries.Filters(group_id=group_id, agent_id=agent_id, channel=channel)
-
-
-FiltersDep = Annotated[queries.Filters, Depends(report_filters)]
-CalendarDep = Annotated[Calendar | None, Depends(report_calendar)]
-
-
 COMMON = errors(400, 401, 403, 304)
 REPORT_OK: dict[int | str, dict[str, Any]] = {200: {"content": CSV_CONTENT}}
-
-
-def _sort_param(fields: tuple[str, ...], default: str) -> Any:
-    """A `sort` parameter, documented as an enum of its values."""
-    allowed = sort_values(fields)
-    doc = Query(description="a field; `-field` for descending", json_schema_extra={"enum": allowed})
-
-    def sort_param(sort: Annotated[str, doc] = default) -> str:
-        if sort not in allowed:
-            raise ApiError(400, "invalid_sort", f"sort must be one of {', '.join(allowed)}")
-        return sort
-
-    sort_param.__annotations__["sort"] = Annotated[str, doc]  # resolved now, not by name
-    return sort_param
-
-
-GroupSort = Annotated[str, Depends(_sort_param(GROUP_SORTS, "group_id"))]
-AgentSort = Annotated[str, Depends(_sort_param(AGENT_SORTS, "agent_id"))]
-LimitParam = Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="rows per page")]
-CursorParam = Annotated[str | None, Query(max_length=2048, description="next_cursor of a page")]
 
 
 def paged(
@@ -332,6 +277,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_browser_support(app, settings)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(drill_router)
     app.include_router(router_root)
     app.include_router(service_router)
     install_openapi(app, DESCRIPTION, frozenset({"/healthz", "/readyz"}))

@@ -176,3 +176,35 @@ class Health(Strict):
 class Ready(Strict):
     status: Literal["ready"]
     checks: dict[str, str]
+
+
+class DrillReport(StrEnum):
+    summary = "summary"
+    timeseries = "timeseries"
+    groups = "groups"
+    agents = "agents"
+
+
+class Measurement(Strict):
+    at: str = Field(description="effective time at which the report counted it")
+    value_ms: int | None = Field(description="its duration, or the transfers of a close")
+
+
+class DrillRow(Strict):
+    ticket_id: str
+    count: int = Field(description="how much of the number is this ticket's")
+    measurements: list[Measurement]
+    metrics: Metrics
+
+
+class Drill(Page):
+    """The tickets behind one number, by ticket id. `total` is the number itself
+    (sum of `count` over every page); `tickets` how many tickets make it up."""
+
+    report: DrillReport
+    field: str
+    start: str
+    end: str
+    total: int
+    tickets: int
+    rows: list[DrillRow]

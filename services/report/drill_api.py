@@ -1,0 +1,89 @@
+"""`GET /v1/tenants/{tenant_id}/drill`: the tickets behind any number of the
+summary, timeseries, groups or agents report (services/report/drill.py)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from services.report import models
+from services.report.deps import (
+    CursorParam,
+    EngineDep,
+    FiltersDep,
+    FromParam,
+    SlaParam,
+    Tenant,
+    ToParam,
+    TzParam,
+)
+from services.report.drill import ALL_FIELDS, Selection, drill
+from services.report.models import DrillReport, Granularity
+from services.report.respond import CSV_CONTENT, FormatParam, answer
+from services.report.stats import day_range, intervals, parse_date, zone
+from shared.events import format_ms, to_ms
+from shared.http import ApiError
+from shared.openapi import errors
+
+drill_router = APIRouter(prefix="/v1/tenants/{tenant_id}")
+
+
+class Sla(StrEnum):
+    within = "within"
+    over = "over"
+
+
+FieldParam = Annotated[
+    str,
+    Query(
+        description="the report's field: a count (`tickets_abandoned`, `stints`), a stats"
+        " object (its `count`), or `service_level` (first responses within sla_seconds)",
+        json_schema_extra={"enum": list(ALL_FIELDS)},
+    ),
+]
+
+
+@drill_router.get(
+    "/drill", tags=["drill-down"], operation_id="getDrill", response_model=models.Drill,
+    responses={200: {"content": CSV_CONTENT}, **errors(400, 401, 403, 304)},
+)  # fmt: skip
+async def drill_down(
+    request: Request,
+    tenant: Tenant,
+    engine: EngineDep,
+    report: DrillReport,
+    field: FieldParam,
+    from_: FromParam,
+    to: ToParam,
+    filters: FiltersDep,
+    tz: TzParam = "UTC",
+    granularity: Annotated[Granularity | None, Query(description="timeseries only")] = None,
+    start: Annotated[str | None, Query(description="timeseries: the point's `start`")] = None,
+    sla_seconds: SlaParam = 60,
+    sla: Annotated[Sla | None, Query(description="first responses within or over")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: CursorParam = None,
+    fmt: FormatParam = None,
+) -> Response:
+    """Exactly the tickets behind a number: the same range, zone and filters (for
+    groups and agents, `group_id` or `agent_id` names the row), paged by ticket id,
+    each with its share of the number and its metrics."""
+    first, last = parse_date(from_, "from"), parse_date(to, "to")
+    lo, hi = day_range(first, last, zone(tz))
+    if report is DrillReport.timeseries:
+        if granularity is None:
+            raise ApiError(400, "invalid_point", "timeseries needs granularity and start")
+        labels, bounds = intervals(first, last, zone(tz), granularity.value)
+        starts = [format_ms(to_ms(label)) for label in labels]
+        if start not in starts:
+            raise ApiError(400, "invalid_point", "start is not the start of a point")
+        i = starts.index(start)
+        lo, hi = bounds[i], bounds[i + 1]
+    selection = Selection(
+        report.value, field, lo, hi, filters, sla_seconds, None if sla is None else sla.value
+    )
+    body = await drill(engine, tenant, selection, limit, cursor)
+    rows = [{k: v for k, v in r.items() if k != "measurements"} for r in body["rows"]]
+    return answer(request, body, rows, fmt)
