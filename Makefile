@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 TOOLS := $(VENV)/tools
 TOOLS_STAMP := $(TOOLS)/.installed-stamp
 
-.PHONY: install tools up test lint typecheck unit integration deploy-check deploy-files compose-check lock \
+.PHONY: install tools browser up test lint typecheck unit integration deploy-check deploy-files compose-check lock \
 	bench bench-engine bench-cost bench-baseline bench-reports bench-hostile bench-store clean
 
 # The same hashed lock as the image (Dockerfile): CI tests what ships.
@@ -26,6 +26,13 @@ $(TOOLS_STAMP): deploy/tools.lock deploy/helm-layer.txt deploy/install-tools.sh 
 	touch $(TOOLS_STAMP)
 
 tools: $(TOOLS_STAMP)
+
+# Headless Chromium from Debian for the dashboard's browser test (Playwright
+# drives it; no browser download). Installed once; needs root or sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; }
 
 # After editing pyproject.toml's dependencies or deploy/tools.in (needs PyPI).
 lock: install
@@ -50,13 +57,13 @@ typecheck: install
 unit: install
 	$(BIN)/pytest tests/unit
 
-integration: install
+integration: install browser
 	$(BIN)/pytest tests/integration
 
 # Our own pytest folder: on a machine shared by several checkouts, pytest's
 # default (/tmp/pytest-of-USER, three kept) lets another run delete the
 # embedded PostgreSQL's data under a running suite.
-test: lint typecheck deploy-check
+test: lint typecheck deploy-check browser
 	$(BIN)/pytest --basetemp=$(VENV)/pytest-tmp
 
 # Every deployment file through its validator (see docs/deploy.md).

@@ -181,6 +181,7 @@ def up() -> int:
             f"\ntelemetry is up\n"
             f"  collector  {base}:{settings.collector_port}/v1/events\n"
             f"  reports    {base}:{settings.report_port}/v1/tenants/demo/reports/summary\n"
+            f"  dashboard  {base}:{settings.report_port}/dashboard (paste the api key below)\n"
             f"  openapi    {base}:{settings.report_port}/docs\n"
             f"  metrics    {base}:{{{min(METRICS_PORTS.values())}-{max(METRICS_PORTS.values())}}}"
             f"/metrics ({', '.join(f'{p} {n}' for n, p in METRICS_PORTS.items())})\n"

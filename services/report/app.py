@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.report import models, queries
+from services.report.dashboard import dashboard_router
 from services.report.deps import (
     AgentSort,
     CalendarDep,
@@ -223,6 +224,8 @@ TAGS = [
     {"name": "reports", "description": "Totals, series, groups and agents of a date range"},
     {"name": "tickets", "description": "One ticket: metrics, stints, events"},
     {"name": "realtime", "description": "The current day, from the real-time store"},
+    {"name": "drill-down", "description": "The tickets behind any report number"},
+    {"name": "keys", "description": "What the calling key may read"},
     {"name": "health", "description": "Probes (no key needed)"},
 ]
 DESCRIPTION = (
@@ -278,6 +281,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(drill_router)
+    app.include_router(dashboard_router)
     app.include_router(router_root)
     app.include_router(service_router)
     install_openapi(app, DESCRIPTION, frozenset({"/healthz", "/readyz"}))

@@ -3,6 +3,7 @@ summary, timeseries, groups or agents report (services/report/drill.py)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -19,9 +20,9 @@ from services.report.deps import (
     ToParam,
     TzParam,
 )
-from services.report.drill import ALL_FIELDS, Selection, drill
+from services.report.drill import ALL_FIELDS, Selection, drill, drill_now
 from services.report.models import DrillReport, Granularity
-from services.report.respond import CSV_CONTENT, FormatParam, answer
+from services.report.respond import CSV_CONTENT, LIVE_CACHE, FormatParam, answer
 from services.report.stats import day_range, intervals, parse_date, zone
 from shared.events import format_ms, to_ms
 from shared.http import ApiError
@@ -69,7 +70,13 @@ async def drill_down(
 ) -> Response:
     """Exactly the tickets behind a number: the same range, zone and filters (for
     groups and agents, `group_id` or `agent_id` names the row), paged by ticket id,
-    each with its share of the number and its metrics."""
+    each with its share of the number and its metrics. `report=now` lists the
+    tickets waiting (`field=waiting`, in queue `group_id`) or held (`assigned`,
+    by `agent_id`) now, as `/realtime` counts them."""
+    if report is DrillReport.now:
+        row = filters.group_id if field == "waiting" else filters.agent_id
+        now = await drill_now(engine, tenant, field, row, limit, cursor, datetime.now(UTC))
+        return answer(request, now, now["rows"], fmt, LIVE_CACHE)
     first, last = parse_date(from_, "from"), parse_date(to, "to")
     lo, hi = day_range(first, last, zone(tz))
     if report is DrillReport.timeseries:

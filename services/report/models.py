@@ -183,6 +183,7 @@ class DrillReport(StrEnum):
     timeseries = "timeseries"
     groups = "groups"
     agents = "agents"
+    now = "now"
 
 
 class Measurement(Strict):

@@ -76,11 +76,11 @@ def check_drill(
 
 
 async def send_traffic(
-    http: httpx.AsyncClient, url: str, key: str, now: datetime
+    http: httpx.AsyncClient, url: str, key: str, now: datetime, tenant: str = TENANT
 ) -> dict[str, TicketResult]:
     """40 ticket lives, a quarter of them re-sent, in random order."""
     rng = random.Random(14)
-    events = [e for n in range(40) for e in ticket_life(rng, TENANT, n, now)]
+    events = [e for n in range(40) for e in ticket_life(rng, tenant, n, now)]
     sent = events + rng.sample(events, len(events) // 4)
     rng.shuffle(sent)
     for i in range(0, len(sent), 120):
