@@ -175,7 +175,7 @@ async def agents(
 
 @router.get(
     "/tickets/{ticket_id:path}", tags=["tickets"], operation_id="getTicket",
-    response_model=models.Ticket, responses=errors(401, 403, 404, 304),
+    response_model=models.Ticket, responses=errors(400, 401, 403, 404, 304),
 )  # fmt: skip
 async def ticket(
     request: Request,
