@@ -13,19 +13,22 @@ import asyncio
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from bench.check import Truth, exact, wrong_tickets
 from bench.probes import AcceptLog
 from bench.reference import HOUR_MS, Window, agents, differences, groups, hourly, open_now, today
 from bench.reference import summary as summary_of
 from shared.aws import open_aws
-from shared.layout import PARKED
+from shared.layout import PARKED, decode_ndjson_lines
+from shared.objects import get_bytes
 from shared.pipeline import QUEUES, SERVICES
 from shared.settings import Settings
 from telemetry.keys import create_key
@@ -86,11 +89,17 @@ async def backlog(settings: Settings) -> dict[str, int]:
     return out
 
 
-async def parked(settings: Settings) -> int:
-    """Tickets a stage set aside (operations.md, "Parked tickets"): objects under parked/."""
+async def parked(settings: Settings) -> Counter[str]:
+    """Tickets a stage set aside (operations.md, "Parked tickets"), by stage and reason."""
+    out: Counter[str] = Counter()
     async with open_aws(settings) as aws:
         resp = await aws.s3.list_objects_v2(Bucket=settings.bucket, Prefix=f"{PARKED}/")
-        return int(resp.get("KeyCount", 0))
+        for item in resp.get("Contents", []):
+            stage = item["Key"].split("/")[2]
+            data = await get_bytes(aws.s3, settings.bucket, item["Key"])
+            for line in decode_ndjson_lines(data):
+                out[f"{stage}: {orjson.loads(line).get('reason', '?')[:160]}"] += 1
+    return out
 
 
 async def drain(settings: Settings, last_202: float, timeout_s: float) -> dict[str, int]:

@@ -46,6 +46,8 @@ from shared.pipeline import SERVICES
 from telemetry.up import LocalStack
 
 EXTRAS = ("freeze emulator", "freeze postgres", "restart postgres", "restart stack")
+AT = dict(zip(EXTRAS, (0.15, 0.35, 0.5, 0.65), strict=True))  # where in the run
+RESTART_S = 60.0  # about what a whole-stack restart takes, to plan the gaps
 # --short: the integration tests' quick buffers and redeliveries, so it fits in a test.
 FAST = {"TELEMETRY_BUFFER_MAX_AGE_S": "1", "TELEMETRY_WORKER_WAIT_S": "1",
         "TELEMETRY_VISIBILITY_TIMEOUT_S": "10", "TELEMETRY_DRAIN_TIMEOUT_S": "5"}  # fmt: skip
@@ -62,11 +64,12 @@ class Fault:
 
 def schedule(rng: random.Random, rounds: int, extras: tuple[str, ...]) -> list[Fault]:
     """Every stage killed `rounds` times (each round in a new order), the extras
-    spread in order over the run, the whole-stack restart not at the very end."""
+    in order at fixed fractions of the run: the whole-stack restart while
+    traffic still flows."""
     kills = [Fault("kill", s) for _ in range(rounds) for s in rng.sample(SERVICES, len(SERVICES))]
     faults = list(kills)
     for i, kind in enumerate(extras):
-        at = round(len(kills) * (i + 1) / (len(extras) + 1)) + i
+        at = round(len(kills) * AT[kind]) + i
         faults.insert(min(at, len(faults)), Fault(kind))
     return faults
 
@@ -165,7 +168,9 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
         sending = asyncio.create_task(
             send(urls(settings)["collector"], keys, args.rate, duration_s, args.seed, log)
         )
-        await inject(injector, faults, duration_s * 0.9, done)
+        busy_s = sum(args.freeze if "freeze" in f.kind else RESTART_S if "stack" in f.kind
+                     else 2.0 for f in faults)  # fmt: skip
+        await inject(injector, faults, max(duration_s * 0.9 - busy_s, duration_s * 0.3), done)
         stats = await sending
         while stack.supervisor.restart_exited():  # nothing left down before draining
             injector.crashes.append("?")
@@ -182,7 +187,9 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
         print(f"  posted {len(events)} events (duplicates included), {stats.retries} retries, "
               f"{stats.rejected} rejected; reports wrong {len(verdict.reports)}; "
               f"services that crashed by themselves: {injector.crashes or 'none'}; "
-              f"parked tickets {n_parked}; queues not empty: {dead or 'none'}")  # fmt: skip
+              f"parked tickets {n_parked.total()}; queues not empty: {dead or 'none'}")  # fmt: skip
+        for reason, n in n_parked.most_common(10):
+            print(f"  parked {n}: {reason}")
         for line in verdict.details + verdict.reports[:20]:
             print(f"  wrong: {line}")
         if verdict.wrong or verdict.reports or dead:
