@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -196,7 +197,7 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
             print(f"  logs in {folder / 'logs'}")
         return 1 if verdict.wrong or verdict.reports or dead else 0
     finally:
-        await asyncio.to_thread(stack.stop)
+        await asyncio.to_thread(partial(stack.stop, save=False))  # its folder goes
 
 
 def main() -> None:

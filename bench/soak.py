@@ -22,6 +22,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -32,7 +33,7 @@ from bench.faults import postgres_pids
 from bench.model import PATHS
 from bench.probes import AcceptLog, Prober
 from bench.stack import parse_kib
-from services.report.stats import nearest_rank
+from shared.histogram import rank
 from telemetry.up import LocalStack
 
 
@@ -72,7 +73,7 @@ def fresh(values: list[float | None]) -> str:
     seen = sorted(v for v in values if v is not None)
     if not seen:
         return "none seen"
-    return (f"p95 {nearest_rank(seen, 95):.1f} s, max {seen[-1]:.1f} s "
+    return (f"p95 {seen[rank(len(seen), 95) - 1]:.1f} s, max {seen[-1]:.1f} s "
             f"({len(seen)} of {len(values)} probes seen)")  # fmt: skip
 
 
@@ -125,7 +126,7 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
             print(f"  wrong: {line}")
         return 1 if verdict.wrong or verdict.reports or any(depths.values()) else 0
     finally:
-        await asyncio.to_thread(stack.stop)
+        await asyncio.to_thread(partial(stack.stop, save=False))  # its folder goes
 
 
 def main() -> None:

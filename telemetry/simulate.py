@@ -240,7 +240,8 @@ async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
                 )
     model = traffic.model.stats
     print(f"sent {stats.sent} events in {stats.bodies} bodies for tenants {', '.join(tenants)}; "
-          f"{stats.rejected} rejected, {stats.retries} retries (503, 429, failed connections)")  # fmt: skip
+          f"{stats.rejected} rejected, {stats.retries} retries "
+          "(503, 429, failed connections)")  # fmt: skip
     print(f"  tickets {model['tickets']}, abandoned {model['abandoned']}, transfers "
           f"{model['transfers']}, reopens {model['reopens']}; duplicates "
           f"{traffic.stats['duplicates']}, late {traffic.stats['late']}")  # fmt: skip

@@ -217,11 +217,11 @@ class LocalStack:
         """Also to restart it (after `pg.cleanup()`): the same data at the same address."""
         self.pg, self.env["TELEMETRY_DATABASE_URL"] = start_postgres(self.data_dir / "pg")
 
-    def stop(self) -> None:
+    def stop(self, *, save: bool = True) -> None:
         """As at Ctrl-C: the services drain, the emulator's data is saved, all stops."""
         try:
             self.supervisor.stop()
-            if self.moto is not None and self.settings is not None:
+            if save and self.moto is not None and self.settings is not None:
                 save_emulator(self.settings, self.data_dir / SNAPSHOT_DIR.name)
         finally:  # a second Ctrl-C while saving still stops the emulator and PostgreSQL
             if self.moto is not None:
