@@ -8,7 +8,7 @@ TOOLS := $(VENV)/tools
 TOOLS_STAMP := $(TOOLS)/.installed-stamp
 
 .PHONY: install tools browser up test lint typecheck unit integration deploy-check deploy-files compose-check lock \
-	bench bench-engine bench-cost bench-baseline bench-reports bench-hostile bench-store clean
+	bench bench-engine bench-cost bench-baseline bench-reports bench-hostile bench-store bench-faults bench-soak clean
 
 # The same hashed lock as the image (Dockerfile): CI tests what ships.
 $(STAMP): requirements-dev.lock pyproject.toml
@@ -93,6 +93,15 @@ bench-hostile: install
 
 bench-baseline: install
 	$(BIN)/python -m bench.baseline
+
+# Kills, freezes and restarts under traffic; then every ticket and report against the
+# reference (about 10 minutes; --minutes, --rounds: python -m bench.faults --help).
+bench-faults: install
+	$(BIN)/python -m bench.faults
+
+# 10 minutes of traffic: memory of each service at the start and the end, backlogs, freshness.
+bench-soak: install
+	$(BIN)/python -m bench.soak
 
 # The ticket store's cost per batch at 0, 30 and 365 days of history (about 20 minutes).
 bench-store: install

@@ -51,6 +51,10 @@ def _transient_one(exc: BaseException) -> bool:
         return True
     if isinstance(exc, builtins.ConnectionError | socket.gaierror):  # refused, reset, DNS
         return True
+    if isinstance(exc, FileNotFoundError) and exc.filename is None:
+        # A unix socket that is not there, as connecting reports it (no file
+        # name): PostgreSQL restarting. A missing file the work opened has one.
+        return True
     if isinstance(exc, ConnectionError | HTTPClientError | ServiceUnavailableError):
         return True
     if isinstance(exc, ClientError):

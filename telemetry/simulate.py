@@ -46,7 +46,7 @@ from telemetry.traffic import Traffic
 CHANNELS = ("whatsapp", "whatsapp", "webchat", "email", "other")
 TICK_S = 0.25  # the sender posts what is due this often
 MAX_PULL = 10_000  # most events taken at once
-MAX_RETRIES = 8  # of one body answered 503 or 429
+MAX_RETRIES = 8  # of one body answered 503 or 429, or whose connection failed
 MAX_RETRY_AFTER_S = 30.0
 KEY_MARGIN = timedelta(minutes=10)  # the keys outlive the run by this much, at most
 
@@ -140,13 +140,28 @@ class SendStats:
 
 
 async def post_body(
-    client: httpx.AsyncClient, key: str, body: bytes, stats: SendStats, sleep: Sleep
+    client: httpx.AsyncClient,
+    key: str,
+    body: bytes,
+    stats: SendStats,
+    sleep: Sleep,
+    max_retries: int = MAX_RETRIES,
 ) -> None:
-    """POST one body; a 503 or a 429 is retried with the same body after its Retry-After."""
+    """POST one body; a 503 or a 429 is retried with the same body after its
+    Retry-After, a connection that fails (the collector restarting) after a
+    doubling pause: the answer is unknown, and the same event ids make a
+    second delivery harmless."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    for attempt in range(MAX_RETRIES + 1):
-        resp = await client.post("/v1/events", content=body, headers=headers)
-        if resp.status_code not in (429, 503) or attempt == MAX_RETRIES:
+    for attempt in range(max_retries + 1):
+        try:
+            resp = await client.post("/v1/events", content=body, headers=headers)
+        except httpx.TransportError:
+            if attempt == max_retries:
+                raise
+            stats.retries += 1
+            await sleep(min(2.0**attempt, MAX_RETRY_AFTER_S) / 4)
+            continue
+        if resp.status_code not in (429, 503) or attempt == max_retries:
             break
         stats.retries += 1
         await sleep(retry_after_s(resp))
@@ -166,11 +181,13 @@ async def send_traffic(
     clock: Callable[[], float] = time.time,
     sleep: Sleep = asyncio.sleep,
     progress: bool = True,
+    max_retries: int = MAX_RETRIES,
 ) -> SendStats:
     """Post what `traffic` has due, `rate` events/s, until `rate * duration` are sent.
 
     It stops earlier when the time is up and the model has nothing more due; then
     whatever is still held back (late events, pending duplicates) is sent.
+    `max_retries` bounds the retries of one body (503, 429, a failed connection).
     """
     total = max(1, round(rate * duration))
     stats = SendStats()
@@ -178,7 +195,7 @@ async def send_traffic(
 
         async def post(events: list[dict[str, Any]]) -> None:
             for tenant, body in traffic.bodies(events):
-                await post_body(client, keys[tenant], orjson.dumps(body), stats, sleep)
+                await post_body(client, keys[tenant], orjson.dumps(body), stats, sleep, max_retries)
                 if out is not None:
                     write_ndjson(out, body)
             stats.sent += len(events)
@@ -223,7 +240,8 @@ async def simulate_command(settings: Settings, args: argparse.Namespace) -> int:
                 )
     model = traffic.model.stats
     print(f"sent {stats.sent} events in {stats.bodies} bodies for tenants {', '.join(tenants)}; "
-          f"{stats.rejected} rejected, {stats.retries} retries after 503 or 429")  # fmt: skip
+          f"{stats.rejected} rejected, {stats.retries} retries "
+          "(503, 429, failed connections)")  # fmt: skip
     print(f"  tickets {model['tickets']}, abandoned {model['abandoned']}, transfers "
           f"{model['transfers']}, reopens {model['reopens']}; duplicates "
           f"{traffic.stats['duplicates']}, late {traffic.stats['late']}")  # fmt: skip

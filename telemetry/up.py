@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,34 +89,51 @@ def embedded_env(moto_port: int, database_url: str) -> dict[str, str]:
     }
 
 
-def write_local_env(env: dict[str, str]) -> None:
-    LOCAL_ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
-    LOCAL_ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+def write_local_env(env: dict[str, str], path: Path = LOCAL_ENV_FILE) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
 
 
 class Supervisor:
     """Runs the services as children and restarts any that exits early."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        metrics_ports: dict[str, int] = METRICS_PORTS,
+        logs: Path | None = None,
+    ) -> None:
         self.env = env
+        self.metrics_ports = metrics_ports
+        self.logs = logs  # a folder for one log file per service; None: this terminal
         self.children: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str) -> None:
-        env = {**self.env, "TELEMETRY_METRICS_PORT": str(METRICS_PORTS[name])}
-        self.children[name] = subprocess.Popen(
-            [sys.executable, "-m", "telemetry.cli", name], env=env
-        )
+        env = {**self.env, "TELEMETRY_METRICS_PORT": str(self.metrics_ports[name])}
+        out = None if self.logs is None else (self.logs / f"{name}.log").open("ab")
+        try:
+            self.children[name] = subprocess.Popen(
+                [sys.executable, "-m", "telemetry.cli", name], env=env, stdout=out, stderr=out
+            )
+        finally:
+            if out is not None:
+                out.close()  # the child has its own copy
+
+    def restart_exited(self) -> list[str]:
+        """Starts again every service that exited; returns their names."""
+        exited = [name for name, proc in self.children.items() if proc.poll() is not None]
+        for name in exited:
+            print(f"telemetry: {name} exited with {self.children[name].returncode}; restarting")
+            time.sleep(1)
+            self.start(name)
+        return exited
 
     def watch(self) -> None:
         """Until Ctrl-C or SIGTERM (both raise KeyboardInterrupt, see `up`)."""
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(0.5)
-                for name, proc in list(self.children.items()):
-                    if proc.poll() is not None:
-                        print(f"telemetry: {name} exited with {proc.returncode}; restarting")
-                        time.sleep(1)
-                        self.start(name)
+                self.restart_exited()
 
     def stop(self) -> None:
         for proc in self.children.values():
@@ -128,20 +146,92 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self.children.clear()
 
 
-def save_emulator(settings: Settings) -> None:
+def save_emulator(settings: Settings, folder: Path = SNAPSHOT_DIR) -> None:
     """The emulator forgets everything when it stops: keep its data for the next start."""
-    print(f"telemetry: saving the emulator's data to {SNAPSHOT_DIR} (Ctrl-C again loses it)")
+    print(f"telemetry: saving the emulator's data to {folder} (Ctrl-C again loses it)")
 
     async def save() -> None:
         async with open_aws(settings) as aws:
             wait = settings.visibility_timeout_s + 10
-            manifest = await export_state(aws, settings, SNAPSHOT_DIR, in_flight_wait_s=wait)
+            manifest = await export_state(aws, settings, folder, in_flight_wait_s=wait)
         if not manifest.clean:
             print("telemetry: some messages were still in flight; the next start rebuilds")
 
     asyncio.run(save())
+
+
+class LocalStack:
+    """What `telemetry up` starts and stops, in parts that the fault suite and
+    the soak (bench/faults.py, bench/soak.py) also kill, freeze and restart.
+
+    Embedded (no `AWS_ENDPOINT_URL` in `env`): moto on `TELEMETRY_MOTO_PORT`
+    and PostgreSQL in `data_dir/pg`, the emulator's data saved in
+    `data_dir/aws` at each stop and put back at each start. The environment
+    of this process becomes the stack's, so `Settings()` reads what the
+    services read.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        data_dir: Path = DATA_DIR,
+        metrics_ports: dict[str, int] = METRICS_PORTS,
+        logs: Path | None = None,
+    ) -> None:
+        self.env = dict(env)
+        self.data_dir = data_dir
+        self.embedded = not env.get("AWS_ENDPOINT_URL")
+        self.supervisor = Supervisor(self.env, metrics_ports, logs)  # shares self.env
+        self.moto: subprocess.Popen[bytes] | None = None
+        self.pg: Any = None
+        self.settings: Settings | None = None  # as provisioned
+
+    def start(self, say: Callable[[str], object] = print) -> Settings:
+        """Emulator, database, provisioning (with the saved data), every service; ready."""
+        if self.embedded:
+            port = int(self.env.get("TELEMETRY_MOTO_PORT", "4566"))
+            say(
+                f"telemetry: starting moto on 127.0.0.1:{port} and PostgreSQL in {self.data_dir}/pg"
+            )
+            self.moto = start_moto(port)
+            self.start_postgres()
+            local = embedded_env(port, self.env["TELEMETRY_DATABASE_URL"])
+            self.env.update(local)
+            write_local_env(local, self.data_dir / LOCAL_ENV_FILE.name)
+        os.environ.update(self.env)
+        snapshot = self.data_dir / SNAPSHOT_DIR.name if self.embedded else None
+        self.settings = settings = asyncio.run(
+            provision_command(Settings(), local=True, snapshot=snapshot, say=say)
+        )
+        for name in SERVICES:
+            self.supervisor.start(name)
+        base = f"http://{settings.host}"
+        wait_http(f"{base}:{settings.collector_port}/readyz", 60)
+        wait_http(f"{base}:{settings.report_port}/healthz", 60)
+        return settings
+
+    def start_postgres(self) -> None:
+        """Also to restart it (after `pg.cleanup()`): the same data at the same address."""
+        self.pg, self.env["TELEMETRY_DATABASE_URL"] = start_postgres(self.data_dir / "pg")
+
+    def stop(self, *, save: bool = True) -> None:
+        """As at Ctrl-C: the services drain, the emulator's data is saved, all stops."""
+        try:
+            self.supervisor.stop()
+            if save and self.moto is not None and self.settings is not None:
+                save_emulator(self.settings, self.data_dir / SNAPSHOT_DIR.name)
+        finally:  # a second Ctrl-C while saving still stops the emulator and PostgreSQL
+            if self.moto is not None:
+                self.moto.terminate()
+                self.moto.wait(timeout=10)
+                self.moto = None
+            if self.pg is not None:
+                self.pg.cleanup()
+                self.pg = None
+            self.settings = None
 
 
 def up() -> int:
@@ -151,32 +241,11 @@ def up() -> int:
     if bool(settings.aws_endpoint_url) != bool(settings.database_url):
         print("telemetry up: set both AWS_ENDPOINT_URL and TELEMETRY_DATABASE_URL, or neither")
         return 2
-    moto: subprocess.Popen[bytes] | None = None
-    pg: Any = None
-    env = dict(os.environ)
-    supervisor: Supervisor | None = None
-    provisioned: Settings | None = None
+    stack = LocalStack(dict(os.environ))
     try:
-        if not settings.aws_endpoint_url:
-            port = int(os.environ.get("TELEMETRY_MOTO_PORT", "4566"))
-            print(f"telemetry: starting moto on 127.0.0.1:{port} and PostgreSQL in {DATA_DIR}/pg")
-            moto = start_moto(port)
-            pg, url = start_postgres(DATA_DIR / "pg")
-            local = embedded_env(port, url)
-            env.update(local)
-            write_local_env(local)
-        os.environ.update(env)
-        snapshot = SNAPSHOT_DIR if moto is not None else None
-        settings = provisioned = asyncio.run(
-            provision_command(Settings(), local=True, snapshot=snapshot)
-        )
+        settings = stack.start()
         key = asyncio.run(create_key(settings, "demo", "ingest,read"))
-        supervisor = Supervisor(env)
-        for name in SERVICES:
-            supervisor.start(name)
         base = f"http://{settings.host}"
-        wait_http(f"{base}:{settings.collector_port}/readyz", 60)
-        wait_http(f"{base}:{settings.report_port}/healthz", 60)
         print(
             f"\ntelemetry is up\n"
             f"  collector  {base}:{settings.collector_port}/v1/events\n"
@@ -190,17 +259,7 @@ def up() -> int:
             f"Ctrl-C stops everything.\n",
             flush=True,
         )
-        supervisor.watch()
+        stack.supervisor.watch()
         return 0
     finally:
-        try:
-            if supervisor is not None:
-                supervisor.stop()
-            if moto is not None and provisioned is not None:
-                save_emulator(provisioned)
-        finally:  # a second Ctrl-C while saving still stops the emulator and PostgreSQL
-            if moto is not None:
-                moto.terminate()
-                moto.wait(timeout=10)
-            if pg is not None:
-                pg.cleanup()
+        stack.stop()

@@ -9,9 +9,11 @@ operator finds them; the message succeeds instead of retrying for half an hour.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
@@ -19,6 +21,7 @@ from services.enricher.handler import enrich
 from services.loader import realtime, reports
 from shared.aws import Aws
 from shared.db import make_engine, tickets
+from shared.errors import is_transient
 from shared.events import canonical
 from shared.layout import decode_ndjson_lines, encode_ndjson, parked_key, stage_key
 from shared.objects import get_bytes, put_bytes
@@ -92,3 +95,33 @@ async def test_a_batch_loads_its_good_tickets_and_parks_the_bad(
         table=provisioned.realtime_table,
     )  # fmt: skip
     await realtime.handle(rt, key)
+
+
+async def test_a_batch_met_while_postgresql_restarts_is_retried_whole_not_parked(
+    aws: Aws, provisioned: Settings, tmp_path: Path
+) -> None:
+    """Found by `make bench-faults`: while pgserver's PostgreSQL restarts, its
+    unix socket is absent, connecting raises FileNotFoundError, and the loader
+    took that for the tickets' own fault: it parked good tickets, which then
+    stayed out of the reports. An absent server is the infrastructure's."""
+    tenant = f"restart-{uuid.uuid4().hex[:6]}"
+    events = [e for t in ("r-1", "r-2") for e in ticket_events(tenant, t, "2026-11-20T10:00:00Z")]
+    name = "0001764000000000-restart~a"
+    key = stage_key("enriched", tenant, name)
+    await put_bytes(aws.s3, provisioned.bucket, key, enriched(tenant, events))
+    gone = tmp_path / "no-server-here"  # as PostgreSQL's socket folder while it restarts
+    engine = make_engine(f"postgresql://postgres@/postgres?host={gone}")
+    try:
+        deps = reports.ReportLoaderDeps(
+            s3=aws.s3, bucket=provisioned.bucket, engine=engine, dynamodb=aws.dynamodb,
+            realtime_table=provisioned.realtime_table, calendars=provisioned.report_calendars(),
+        )  # fmt: skip
+        with pytest.raises(Exception) as raised:
+            await reports.handle(deps, key)
+    finally:
+        await engine.dispose()
+    assert is_transient(raised.value), repr(raised.value)  # the worker retries it in place
+    listed = await aws.s3.list_objects_v2(
+        Bucket=provisioned.bucket, Prefix=parked_key(tenant, "reports", name)
+    )
+    assert listed.get("KeyCount", 0) == 0

@@ -97,3 +97,57 @@ def test_timestamps_parse_or_are_refused_never_crash(text: str) -> None:
         return
     assert at.tzinfo is UTC and at.microsecond % 1000 == 0
     assert abs(at - datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)) <= timedelta(days=1)
+
+
+@st.composite
+def near_the_bounds(draw: st.DrawFn) -> str:
+    """Instants within two days of the floor or the ceiling, in any offset and precision."""
+    edge = draw(st.sampled_from([EARLIEST, NOW + MAX_FUTURE]))
+    at = edge + timedelta(microseconds=draw(st.integers(-2 * 86_400_000_000, 2 * 86_400_000_000)))
+    minutes = draw(st.integers(-(14 * 60), 14 * 60))
+    local = at + timedelta(minutes=minutes)
+    sign = "+" if minutes >= 0 else "-"
+    digits = draw(st.sampled_from(["", ".1", ".123", ".123456"]))
+    fraction = f"{local:.%f}"[: len(digits)] if digits else ""
+    offset = f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    return f"{local:%Y-%m-%dT%H:%M:%S}{fraction}{offset}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(near_the_bounds())
+def test_dates_are_accepted_exactly_between_the_floor_and_the_ceiling(text: str) -> None:
+    raw = {"event_id": "e", "tenant_id": "acme", "ticket_id": "t", "type": "ticket_closed",
+           "occurred_at": text}  # fmt: skip
+    at = parse_timestamp(text)
+    try:
+        event = validate(raw, NOW)
+    except InvalidEventError as exc:
+        assert exc.code == ("too_old" if at < EARLIEST else "in_future"), (text, exc.code)
+        assert not EARLIEST <= at <= NOW + MAX_FUTURE
+        return
+    assert EARLIEST <= at <= NOW + MAX_FUTURE, text
+    for _, start in buckets_of(to_ms(at), CALS):
+        assert instant(start) <= at
+    evaluate(dedupe([canonical(event)])[0])
+
+
+def test_every_control_character_in_every_id_is_refused() -> None:
+    """All of C0, DEL and C1, anywhere in an id: nothing PostgreSQL or a log line chokes on."""
+    moved = "ticket_transferred"
+    carrier = {"event_id": "ticket_closed", "ticket_id": "ticket_closed",
+               "group_id": "ticket_created", "agent_id": "ticket_assigned",
+               "to_group_id": moved, "to_agent_id": moved}  # fmt: skip
+    assert set(carrier) == set(ID_FIELDS)
+    for name, etype in carrier.items():
+        good = {"event_id": "e", "tenant_id": "acme", "ticket_id": "t", "type": etype,
+                "occurred_at": "2026-11-27T11:00:00Z", **BASE[etype]}  # fmt: skip
+        validate(good, NOW)  # the same event without the character is accepted
+        for code in [*range(0x20), *range(0x7F, 0xA0)]:
+            for where in ("{c}", "a{c}", "{c}b", "a{c}b"):
+                raw = {**good, name: where.format(c=chr(code))}
+                try:
+                    validate(raw, NOW)
+                except InvalidEventError as exc:
+                    assert exc.code == "invalid_value", (name, code, exc.code)
+                    continue
+                raise AssertionError(f"{name}={raw[name]!r} accepted")

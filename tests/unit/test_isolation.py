@@ -48,6 +48,8 @@ def _client_error(code: str, status: int = 400) -> ClientError:
         (_PgError("23505"), False),
         (ValueError("year 0 is out of range"), False),
         (gzip.BadGzipFile("not gzip"), False),
+        (FileNotFoundError(2, "No such file or directory"), True),  # PostgreSQL's socket, gone
+        (FileNotFoundError(2, "No such file or directory", "/some/file"), False),
         (ServiceUnavailableError(), True),
         (ExceptionGroup("g", [TimeoutError(), ConnectionResetError()]), True),
         (ExceptionGroup("g", [TimeoutError(), ValueError()]), False),

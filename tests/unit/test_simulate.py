@@ -336,6 +336,31 @@ async def test_retries_of_a_503_are_bounded() -> None:
     assert len(clock.slept) == MAX_RETRIES
 
 
+async def test_a_failed_connection_is_retried_with_the_same_body_after_a_doubling_pause() -> None:
+    """The collector restarting (refused, reset): the answer is unknown, so send again."""
+    bodies: list[bytes] = []
+
+    def collector(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        if len(bodies) < 4:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(202, json={"accepted": 1, "rejected": []})
+
+    clock, stats = FakeClock(), SendStats()
+    async with mock_client(collector) as c:
+        await post_body(c, "k", b'[{"a": 1}]', stats, clock.sleep)
+    assert bodies == [b'[{"a": 1}]'] * 4
+    assert clock.slept == [0.25, 0.5, 1.0]
+    assert (stats.retries, stats.bodies) == (3, 1)
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    async with mock_client(down) as c:
+        with pytest.raises(httpx.ConnectError):
+            await post_body(c, "k", b"[]", SendStats(), clock.sleep, max_retries=2)
+
+
 def test_retry_after_in_seconds_or_as_a_date_within_bounds() -> None:
     def after(value: str | None) -> float:
         headers = {} if value is None else {"Retry-After": value}
