@@ -22,6 +22,7 @@ from shared.aws import Aws
 from shared.errors import is_transient
 from shared.logs import set_context
 from shared.observe import HTTP_SECONDS, serve_metrics_or_warn
+from shared.openapi import Health
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,6 @@ class Readiness:
 service_router = APIRouter()
 
 
-@service_router.get("/healthz", tags=["health"], operation_id="getHealth")
+@service_router.get("/healthz", tags=["health"], operation_id="getHealth", response_model=Health)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}

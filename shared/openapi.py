@@ -8,7 +8,7 @@ schema is rewritten once, when first asked for, to say what the service does.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -26,6 +26,19 @@ class ErrorBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     error: ErrorDetail
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    """Every dependency answered (an unready service answers 503)."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["ready"]
+    checks: dict[str, str]
 
 
 ERROR_TEXT = {

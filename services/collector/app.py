@@ -31,7 +31,7 @@ from shared.http import (
     service_router,
 )
 from shared.observe import EVENTS
-from shared.openapi import errors, install_openapi
+from shared.openapi import Ready, errors, install_openapi
 from shared.settings import Settings
 
 MAX_BODY = 1024 * 1024
@@ -163,7 +163,9 @@ async def post_events(request: Request, api_key: ApiKeyDep, writer: WriterDep) -
     return json_response(answer, 202)
 
 
-@router.get("/readyz", tags=["health"], operation_id="getReady", responses=errors())
+@router.get(
+    "/readyz", tags=["health"], operation_id="getReady", response_model=Ready, responses=errors()
+)
 async def readyz(request: Request) -> Response:
     """Ready when the stream and the key table answer (checked at most every few s)."""
     readiness: Readiness = request.app.state.readiness

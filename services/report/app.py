@@ -53,7 +53,7 @@ from shared.http import (
     metrics_server,
     service_router,
 )
-from shared.openapi import errors, install_openapi
+from shared.openapi import Ready, errors, install_openapi
 from shared.settings import Settings
 
 router = APIRouter(prefix="/v1/tenants/{tenant_id}")
@@ -212,7 +212,7 @@ async def realtime(
 
 @router_root.get(
     "/readyz", tags=["health"], operation_id="getReady",
-    response_model=models.Ready, responses=errors(),
+    response_model=Ready, responses=errors(),
 )  # fmt: skip
 async def readyz(request: Request) -> Response:
     """Ready when PostgreSQL and DynamoDB answer (checked at most every few s)."""

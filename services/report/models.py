@@ -169,15 +169,6 @@ class Realtime(Strict):
     first_response_time: Stats
 
 
-class Health(Strict):
-    status: Literal["ok"]
-
-
-class Ready(Strict):
-    status: Literal["ready"]
-    checks: dict[str, str]
-
-
 class DrillReport(StrEnum):
     summary = "summary"
     timeseries = "timeseries"

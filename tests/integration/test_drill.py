@@ -14,11 +14,12 @@ import httpx
 import orjson
 from pydantic import BaseModel
 
+from services.collector.models import Accepted
 from services.enricher.metrics import TicketResult, dedupe, evaluate
 from services.report import models
 from services.report.drill import AGENT, GROUP, SUMMARY
 from shared.events import canonical
-from shared.openapi import ErrorBody
+from shared.openapi import ErrorBody, Health, Ready
 from telemetry.simulate import ticket_life
 from tests.integration.helpers import eventually
 
@@ -87,7 +88,7 @@ async def send_traffic(
         resp = await http.post(f"{url}/v1/events", content=orjson.dumps(sent[i : i + 120]),
                                headers={"Authorization": f"Bearer {key}"})  # fmt: skip
         assert resp.status_code == 202
-        assert resp.json()["rejected"] == []
+        assert Accepted.model_validate(resp.json()).rejected == []
     lines: dict[str, set[bytes]] = {}
     for e in events:
         lines.setdefault(e["ticket_id"], set()).add(canonical(e))
@@ -114,7 +115,13 @@ async def test_dashboard_api_and_drill_down(
     models.Summary.model_validate(summary)
 
     # Every countable number of the summary, with and without a filter.
-    for filters in ({}, {"group_id": "support"}, {"channel": "whatsapp", "sla_seconds": 30}):
+    # A report zone (local day rows) and a zone of UTC buckets read the same ledger rows.
+    agent = max(r.last_agent_id or "" for r in truth.values())
+    cases: list[dict[str, Any]] = [
+        {}, {"group_id": "support"}, {"channel": "whatsapp", "sla_seconds": 30},
+        {"tz": "America/Sao_Paulo"}, {"tz": "Asia/Kathmandu", "agent_id": agent},
+    ]  # fmt: skip
+    for filters in cases:
         row = await api.get("reports/summary", **filters)
         for field in SUMMARY:
             got = await api.drill(report="summary", field=field, **filters)
@@ -176,6 +183,29 @@ async def test_dashboard_api_and_drill_down(
     await api.get("realtime", models.Realtime, **{"from": None, "to": None})
 
     await check_http(api, key)
+    await check_collector(http, services, key, await new_key(TENANT, "read"))
+
+
+async def check_collector(
+    http: httpx.AsyncClient, services: dict[str, str], key: str, read_only: str
+) -> None:
+    """The collector's answers and errors match its OpenAPI models; probes too."""
+    url = f"{services['collector']}/v1/events"
+    bad = {"event_id": "x", "tenant_id": TENANT, "ticket_id": "t", "type": "nope",
+           "occurred_at": "2026-01-01T00:00:00Z"}  # fmt: skip
+    resp = await http.post(
+        url, content=orjson.dumps([bad]), headers={"Authorization": f"Bearer {key}"}
+    )
+    assert resp.status_code == 202
+    assert Accepted.model_validate(resp.json()).rejected[0].code == "invalid_value"
+    for status, body, token in ((400, b"[", key), (400, b"[]", key), (401, b"[]", "nope"),
+                                (403, b"[]", read_only)):  # fmt: skip
+        resp = await http.post(url, content=body, headers={"Authorization": f"Bearer {token}"})
+        assert resp.status_code == status, resp.text
+        ErrorBody.model_validate(resp.json())
+    for service in ("collector", "report"):
+        Health.model_validate((await http.get(f"{services[service]}/healthz")).json())
+        Ready.model_validate((await http.get(f"{services[service]}/readyz")).json())
 
 
 async def check_http(api: Client, key: str) -> None:
