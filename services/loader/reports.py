@@ -4,7 +4,8 @@ A ticket row is replaced only by a higher version (its event set only grows).
 In the same transaction, under that row's lock, its old measurements are
 deleted from the ledger and retracted from the rollups, and the new ones are
 inserted and added: a redelivered or concurrent batch can never count a ticket
-twice or bring back an old version.
+twice or bring back an old version. Only quarter-hour rollup rows are written,
+plus the coarse rows of buckets already folded (services/loader/folds.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.loader.batches import batch_records
+from services.loader.folds import hold, lift
 from services.loader.quarters import enqueue, publish
 from services.loader.rollups import Key, apply, changes, contribution
 from shared.db import report_zones, ticket_measures, tickets
@@ -181,10 +183,13 @@ async def load_records(
             removed, added = changes(old.mappings(), rows)  # most measurements stay
             for sign, changed_rows in ((-1, removed), (1, added)):
                 for m in changed_rows:
-                    contribution([m], sign, deltas.setdefault(m["tenant_id"], {}), cals)
+                    contribution([m], sign, deltas.setdefault(m["tenant_id"], {}), finest=True)
             changed += len(keys)
         for tenant in sorted(deltas):  # last, in key order: hot rows are held briefly
-            await apply(conn, tenant, deltas[tenant])
+            delta = deltas[tenant]
+            folded = await hold(conn, tenant, {b for _, lv, b, _ in delta if lv == 0}, cals)
+            lift(delta, folded, cals)
+            await apply(conn, tenant, delta)
         await enqueue(conn, deltas)
     return changed
 

@@ -1,0 +1,169 @@
+"""Quarter rows plus folded coarse rows are exact under disorder, retraction,
+concurrent loaders and a concurrent folder, and reports read them as they read
+the layout where the loader wrote every level (services/loader/folds.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import text
+
+from services.enricher.handler import ticket_record
+from services.enricher.metrics import dedupe, evaluate
+from services.loader.folds import fold_closed
+from services.loader.reports import load_records, measures
+from services.loader.rollups import Key, apply, contribution
+from services.report import queries
+from services.report.stats import intervals
+from shared.db import make_engine
+from shared.events import to_ms
+from shared.rollups import Rollup, row_values
+from shared.timebuckets import Calendar, calendars, end_of, epoch_s
+from telemetry.simulate import ticket_life
+
+CALS = calendars(("UTC", "America/Sao_Paulo", "Asia/Kathmandu"))
+LOADERS = 4
+
+
+def histories(rng: random.Random, tenant: str, now: datetime, n: int) -> list[list[dict[str, Any]]]:
+    """Tickets whose lives end anywhere in the last 70 days, most of them recent."""
+    out = []
+    for i in range(n):
+        back = timedelta(minutes=rng.choice([5, 40, 200, 2000, 20_000, 100_000]) * rng.random())
+        out.append(ticket_life(rng, tenant, i, now - back))
+    return out
+
+
+def versions(rng: random.Random, tenant: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A record per growing prefix of the events in a random arrival order, so
+    late events (and the creation) arrive after their periods were folded."""
+    order = rng.sample(events, len(events))
+    out = []
+    for k in sorted(rng.sample(range(1, len(order) + 1), min(4, len(order)))):
+        lines = [orjson.dumps(e) for e in order[:k]]
+        deduped, version = dedupe(lines)
+        out.append(ticket_record(tenant, events[0]["ticket_id"], version, evaluate(deduped)))
+    return out
+
+
+def from_scratch(final: list[dict[str, Any]]) -> dict[Key, Any]:
+    """Every level's rows, as the loader that wrote all levels computed them."""
+    rows: dict[Key, Rollup] = {}
+    for rec in final:
+        contribution(measures(rec), 1, rows, CALS)
+    return {k: row_values(r.pruned()) for k, r in rows.items() if r.pruned()}
+
+
+async def stored(engine: Any, tenant: str) -> tuple[dict[Key, Any], set[tuple[int, int]]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT dim, level, bucket, dim_value, cells, hists, pcts FROM rollups"
+                 " WHERE tenant_id = :t"), {"t": tenant})  # fmt: skip
+        got = {
+            (dim, level, epoch_s(bucket), value): {"cells": cells, "hists": hists, "pcts": pcts}
+            for dim, level, bucket, value, cells, hists, pcts in rows
+        }
+        states = await conn.execute(
+            text("SELECT level, bucket FROM rollup_folds WHERE tenant_id = :t AND NOT folded"),
+            {"t": tenant},
+        )
+        return got, {(level, epoch_s(bucket)) for level, bucket in states}
+
+
+async def reports(engine: Any, tenant: str, today: date) -> list[Any]:
+    """Summaries, series, groups and agents over ranges that cover folded and open
+    periods, in UTC, in report zones and in a zone without rows of its own."""
+    out: list[Any] = []
+    start = today - timedelta(days=75)
+    for name in ("UTC", "America/Sao_Paulo", "Asia/Kathmandu", "Asia/Kolkata"):
+        cal = next((c for c in CALS if c.name == name), None)
+        zone = Calendar(name).zone
+        series = ((start, "month"), (start, "week"), (today - timedelta(2), "hour"),
+                  (today - timedelta(20), "day"))  # fmt: skip
+        for first, granularity in series:
+            _, bounds = intervals(first, today + timedelta(days=1), zone, granularity)
+            for sla in (60, 45):
+                out.append(await queries.summaries(engine, tenant, bounds, queries.Filters(),
+                                                   sla, cal))  # fmt: skip
+            group = queries.Filters(group_id="support")
+            out.append(await queries.summaries(engine, tenant, bounds, group, 60, cal))
+            out.append(await queries.groups(engine, tenant, bounds[0], bounds[-1], cal))
+            out.append(await queries.agents(engine, tenant, bounds[0], bounds[-1], cal))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_concurrent_loaders_and_folder_match_a_from_scratch_computation(
+    fresh_database_url: str, seed: int
+) -> None:
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    tenant, reference = "folds", "reference"
+    lives = histories(rng, tenant, now, 40)
+    records = [r for life in lives for r in versions(rng, tenant, life)]
+    records += rng.sample(records, len(records) // 3)  # redelivered, stale or not
+    rng.shuffle(records)
+    batches: list[list[dict[str, Any]]] = [[]]
+    for r in records:  # a batch holds one record per ticket, as the enricher writes it
+        if len(batches[-1]) >= rng.randint(1, 12) or any(
+            r["ticket_id"] == o["ticket_id"] for o in batches[-1]
+        ):
+            batches.append([])
+        batches[-1].append(r)
+    engine = make_engine(fresh_database_url)
+    try:
+        queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
+        for batch in batches:
+            queue.put_nowait(batch)
+        loading = True
+
+        async def loader() -> None:
+            while not queue.empty():
+                await load_records(engine, queue.get_nowait(), CALS)
+                await asyncio.sleep(0)
+
+        async def folder() -> int:
+            folded = 0
+            while loading:  # no grace: folds race every batch of past periods
+                folded += await fold_closed(engine, CALS, grace_s=0, limit=40)
+                await asyncio.sleep(0.01)
+            return folded
+
+        folding = asyncio.create_task(folder())
+        await asyncio.gather(*(loader() for _ in range(LOADERS)))
+        loading = False
+        assert await folding > 0  # the folder ran while the loaders did
+        while await fold_closed(engine, CALS, grace_s=0):
+            pass
+
+        final = {}
+        for r in records:
+            if r["ticket_id"] not in final or final[r["ticket_id"]]["version"] < r["version"]:
+                final[r["ticket_id"]] = r
+        want = from_scratch(list(final.values()))
+        got, unfolded = await stored(engine, tenant)
+        assert unfolded, "the open periods stay unfolded"
+        ends = [end_of(p, CALS) for p in unfolded]
+        assert all(end is not None and end > to_ms(now) // 1000 for end in ends)
+        # Quarters and folded buckets hold exactly their events; open ones hold nothing.
+        # (a row whose measurements were all retracted stays, empty, as before)
+        assert {k: v for k, v in want.items() if k[1:3] not in unfolded} == {
+            k: v for k, v in got.items() if v["cells"] or v["hists"]
+        }
+        assert not {k for k in got if k[1:3] in unfolded}
+
+        # The reference tenant: every level written at once, as before folds.
+        deltas: dict[Key, Rollup] = {}
+        for rec in final.values():
+            contribution(measures({**rec, "tenant_id": reference}), 1, deltas, CALS)
+        async with engine.begin() as conn:
+            await apply(conn, reference, deltas)
+        today = now.date()
+        assert await reports(engine, tenant, today) == await reports(engine, reference, today)
+    finally:
+        await engine.dispose()
