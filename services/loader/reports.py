@@ -11,20 +11,20 @@ plus the coarse rows of buckets already folded (services/loader/folds.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import Text, cast, delete, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.loader.batches import batch_records
 from services.loader.folds import hold, lift
 from services.loader.quarters import enqueue, publish
-from services.loader.rollups import Key, apply, changes, contribution
-from shared.db import report_zones, ticket_measures, tickets
+from services.loader.rollups import MEASURE_FIELDS, Key, apply, changes, contribution
+from shared.db import report_zones, ticket_events, ticket_measures, tickets
 from shared.isolation import bisect_failures, park, reason_of
 from shared.layout import ENRICHED, expect_key
 from shared.objects import get_bytes
@@ -33,7 +33,7 @@ from shared.timebuckets import Calendar
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_s3 import S3Client
 
@@ -121,7 +121,7 @@ def ticket_row(rec: dict[str, Any]) -> dict[str, Any]:
         "last_agent_id": f["last_agent_id"],
         "created_at": _ts(f["created_at"]),
         "closed_at": _ts(f["closed_at"]),
-        "doc": {k: rec[k] for k in ("metrics", "group_stints", "agent_stints", "events")},
+        "doc": {k: rec[k] for k in ("metrics", "group_stints", "agent_stints")},
         "first_assigned_at": _ts(f["first_assigned_at"]),
         "first_response_at": _ts(f["first_response_at"]),
         "wait_time_ms": m["wait_time_ms"],
@@ -153,6 +153,65 @@ def _upsert(records: list[dict[str, Any]]) -> Any:
     ).returning(tickets.c.tenant_id, tickets.c.ticket_id)
 
 
+OLD_MEASURES_SQL = text("""
+SELECT m.ctid::text AS row_id, m.* FROM ticket_measures AS m
+JOIN unnest(CAST(:tenants AS text[]), CAST(:tickets AS text[])) AS k(tenant_id, ticket_id)
+  ON m.tenant_id = k.tenant_id AND m.ticket_id = k.ticket_id
+""")
+DELETE_MEASURES_SQL = text(
+    "DELETE FROM ticket_measures WHERE ctid = ANY(CAST(CAST(:rows AS text[]) AS tid[]))"
+)  # rows of tickets whose row lock this transaction holds: their ctids stay put
+
+
+async def replace_measures(
+    conn: AsyncConnection, keys: set[tuple[str, str]], records: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Bring the ledger to the records' measurements, deleting and inserting only
+    the ones that changed (a new version of a big ticket changes a few);
+    returns (removed, added)."""
+    tenants, tickets_ = zip(*sorted(keys), strict=True)
+    old = (await conn.execute(
+        OLD_MEASURES_SQL, {"tenants": list(tenants), "tickets": list(tickets_)}
+    )).mappings().all()  # fmt: skip
+    removed, added = changes(old, [row for r in records for row in measures(r)])
+    ids: dict[tuple[Any, ...], list[str]] = {}
+    for m in old:
+        ids.setdefault(_identity(m), []).append(m["row_id"])
+    doomed = [ids[_identity(m)].pop() for m in removed]
+    if doomed:
+        await conn.execute(DELETE_MEASURES_SQL, {"rows": doomed})
+    if added:
+        await conn.execute(insert(ticket_measures), added)
+    return removed, added
+
+
+def _identity(m: Mapping[Any, Any]) -> tuple[Any, ...]:
+    return tuple(m[f] for f in MEASURE_FIELDS)
+
+
+EVENTS_CHUNK = 5000  # rows per statement (4 parameters each)
+
+
+async def write_events(conn: AsyncConnection, records: list[dict[str, Any]]) -> None:
+    """Each new event, and each event whose kept variant changed (SPEC §1: the
+    one whose canonical JSON sorts first); the others are not rewritten."""
+    rows = [
+        {"tenant_id": r["tenant_id"], "ticket_id": r["ticket_id"],
+         "event_id": e["event_id"], "event": e}
+        for r in records
+        for e in r["events"]
+    ]  # fmt: skip
+    for start in range(0, len(rows), EVENTS_CHUNK):
+        stmt = pg_insert(ticket_events).values(rows[start : start + EVENTS_CHUNK])
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[c.name for c in ticket_events.primary_key],
+                set_={"event": stmt.excluded.event},
+                where=cast(ticket_events.c.event, Text) != cast(stmt.excluded.event, Text),
+            )
+        )
+
+
 async def load_records(
     engine: AsyncEngine, records: list[dict[str, Any]], cals: tuple[Calendar, ...] = ()
 ) -> int:
@@ -167,20 +226,9 @@ async def load_records(
             keys = {(row.tenant_id, row.ticket_id) for row in await conn.execute(_upsert(chunk))}
             if not keys:
                 continue
-            old = await conn.execute(
-                delete(ticket_measures)
-                .where(tuple_(ticket_measures.c.tenant_id, ticket_measures.c.ticket_id).in_(keys))
-                .returning(*ticket_measures.c)
-            )
-            rows = [
-                row
-                for r in chunk
-                if (r["tenant_id"], r["ticket_id"]) in keys
-                for row in measures(r)
-            ]
-            if rows:
-                await conn.execute(insert(ticket_measures), rows)
-            removed, added = changes(old.mappings(), rows)  # most measurements stay
+            newer = [r for r in chunk if (r["tenant_id"], r["ticket_id"]) in keys]
+            await write_events(conn, newer)
+            removed, added = await replace_measures(conn, keys, newer)
             for sign, changed_rows in ((-1, removed), (1, added)):
                 for m in changed_rows:
                     contribution([m], sign, deltas.setdefault(m["tenant_id"], {}), finest=True)

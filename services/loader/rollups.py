@@ -67,7 +67,7 @@ def _epoch_ms(at: datetime | int) -> int:
     return at if isinstance(at, int) else to_ms(at)
 
 
-MEASURE_FIELDS = ("tenant_id", "kind", "at", "value_ms", "agent_id", "channel",
+MEASURE_FIELDS = ("tenant_id", "ticket_id", "kind", "at", "value_ms", "agent_id", "channel",
                   "first_group_id", "last_agent_id", "group_id", "answered", "abandoned",
                   "transferred_out")  # fmt: skip
 
@@ -75,8 +75,8 @@ MEASURE_FIELDS = ("tenant_id", "kind", "at", "value_ms", "agent_id", "channel",
 def changes(
     old: Iterable[Mapping[Any, Any]], new: Iterable[Mapping[Any, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(removed, added): the measurements only in `old`, only in `new`, as multisets.
-    A new version of a ticket usually changes few of them."""
+    """(removed, added): the measurements only in `old`, only in `new`, as multisets
+    (per ticket). A new version of a ticket usually changes few of them."""
     before = Counter(tuple(m[f] for f in MEASURE_FIELDS) for m in old)
     after = Counter(tuple(m[f] for f in MEASURE_FIELDS) for m in new)
     return (

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.report.stats import merged_stats, ratio
+from shared.events import evaluation_order
 from shared.histogram import EDGES, last_bin_at_most, rank
 from shared.http import ApiError
 from shared.rollups import (
@@ -384,11 +385,15 @@ async def agents(
 
 
 async def ticket_doc(engine: AsyncEngine, tenant: str, ticket_id: str) -> dict[str, Any] | None:
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                text("SELECT doc FROM tickets WHERE tenant_id = :t AND ticket_id = :id"),
-                {"t": tenant, "id": ticket_id},
-            )
-        ).first()
-    return None if row is None else dict(row.doc)
+    """The ticket's document; its events, kept one per row, in evaluation order."""
+    async with _snapshot(engine) as conn:
+        row = (await conn.execute(TICKET_SQL, {"t": tenant, "id": ticket_id})).first()
+        if row is None:
+            return None
+        events = [e for (e,) in await conn.execute(EVENTS_SQL, {"t": tenant, "id": ticket_id})]
+    _, order = evaluation_order(events)
+    return {**row.doc, "events": [e for *_, e in order]}
+
+
+TICKET_SQL = text("SELECT doc FROM tickets WHERE tenant_id = :t AND ticket_id = :id")
+EVENTS_SQL = text("SELECT event FROM ticket_events WHERE tenant_id = :t AND ticket_id = :id")

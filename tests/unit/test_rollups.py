@@ -116,8 +116,8 @@ def test_an_instant_falls_in_one_bucket_per_level() -> None:
 
 
 def measure(kind: str, at: datetime, value: int | None = None, **extra: object) -> Measure:
-    base = {"kind": kind, "at": at, "value_ms": value, "agent_id": None, "channel": "web",
-            "first_group_id": "g1", "last_agent_id": "a1", "group_id": None,
+    base = {"ticket_id": "t", "kind": kind, "at": at, "value_ms": value, "agent_id": None,
+            "channel": "web", "first_group_id": "g1", "last_agent_id": "a1", "group_id": None,
             "answered": None, "abandoned": None, "transferred_out": None}  # fmt: skip
     return {**base, **extra}
 
