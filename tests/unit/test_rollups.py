@@ -7,7 +7,7 @@ from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import orjson
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.loader.rollups import Key, changes, contribution
@@ -289,6 +289,7 @@ def test_a_utc_report_zone_reads_and_writes_its_days_as_the_utc_day_level() -> N
     assert dict(buckets_of(epoch_s(t) * 1000))[2] == days[0][1]
 
 
+@settings(deadline=None)  # a zone's first use loads its rules
 @given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2040, 1, 1)))
 def test_every_coarse_bucket_is_the_exact_union_of_its_children(t: datetime) -> None:
     """What the folder sums and what reports expand an open bucket into: the
