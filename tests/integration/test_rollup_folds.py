@@ -9,20 +9,24 @@ import asyncio
 import random
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import text
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import insert, text
 
+import migrations
 from services.enricher.handler import ticket_record
 from services.enricher.metrics import dedupe, evaluate
 from services.loader.folds import fold_closed
-from services.loader.reports import load_records, measures
+from services.loader.reports import load_records, measures, register_zones, ticket_row
 from services.loader.rollups import MEASURE_FIELDS, Key, apply, contribution
 from services.report import queries
 from services.report.stats import intervals
-from shared.db import make_engine
+from shared.db import make_engine, ticket_measures, tickets
 from shared.events import format_ms, to_ms
 from shared.rollups import Rollup, row_values
 from shared.timebuckets import Calendar, calendars, end_of, epoch_s
@@ -147,10 +151,7 @@ async def test_concurrent_loaders_and_folder_match_a_from_scratch_computation(
         while await fold_closed(engine, CALS, grace_s=0):
             pass
 
-        final = {}
-        for r in records:
-            if r["ticket_id"] not in final or final[r["ticket_id"]]["version"] < r["version"]:
-                final[r["ticket_id"]] = r
+        final = _latest(records)
         want = from_scratch(list(final.values()))
         got, unfolded = await stored(engine, tenant)
         assert unfolded, "the open periods stay unfolded"
@@ -188,3 +189,73 @@ async def test_concurrent_loaders_and_folder_match_a_from_scratch_computation(
 
 def _row(m: Any) -> tuple[Any, ...]:
     return tuple(m[f] for f in MEASURE_FIELDS)
+
+
+def _migration(revision: str, *, down: bool = False) -> Any:
+    def run(connection: Any) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+    return run
+
+
+async def test_migration_0007_keeps_every_number_and_event(fresh_database_url: str) -> None:
+    """A database the loader of 0006 wrote (every level, events in the doc) reads
+    the same after 0007, and new versions and late events keep it exact."""
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    tenant, reference = "migrated", "reference"
+    records = [r for life in histories(rng, tenant, now, 30) for r in versions(rng, tenant, life)]
+    rng.shuffle(records)
+    before = _latest(records[: len(records) // 2])
+    engine = make_engine(fresh_database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_migration("0006", down=True))
+        await register_zones(engine, CALS)
+        deltas: dict[Key, Rollup] = {}
+        async with engine.begin() as conn:  # what the loader of 0006 wrote
+            for r in before.values():
+                doc = {k: r[k] for k in ("metrics", "group_stints", "agent_stints", "events")}
+                await conn.execute(insert(tickets), {**ticket_row(r), "doc": doc})
+                await conn.execute(insert(ticket_measures), measures(r))
+                contribution(measures(r), 1, deltas, CALS)
+            await apply(conn, tenant, deltas)
+        async with engine.begin() as conn:
+            await conn.run_sync(_migration("head"))
+
+        got, unfolded = await stored(engine, tenant)
+        assert unfolded and not {k for k in got if k[1:3] in unfolded}  # open ones: quarters
+        for ticket, rec in before.items():
+            view = {k: rec[k] for k in ("metrics", "group_stints", "agent_stints", "events")}
+            assert await queries.ticket_doc(engine, tenant, ticket) == view
+
+        for i in range(len(records) // 2, len(records), 7):  # then the new loader, late events
+            await load_records(engine, list(_latest(records[i : i + 7]).values()), CALS)
+        while await fold_closed(engine, CALS, grace_s=0):
+            pass
+        final = _latest(records)
+        got, unfolded = await stored(engine, tenant)
+        want = from_scratch(list(final.values()))
+        assert {k: v for k, v in want.items() if k[1:3] not in unfolded} == {
+            k: v for k, v in got.items() if v["cells"] or v["hists"]
+        }
+        deltas = {}
+        for rec in final.values():
+            contribution(measures({**rec, "tenant_id": reference}), 1, deltas, CALS)
+        async with engine.begin() as conn:
+            await apply(conn, reference, deltas)
+        today = now.date()
+        assert await reports(engine, tenant, today) == await reports(engine, reference, today)
+    finally:
+        await engine.dispose()
+
+
+def _latest(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r["ticket_id"] not in out or out[r["ticket_id"]]["version"] < r["version"]:
+            out[r["ticket_id"]] = r
+    return out
