@@ -13,7 +13,7 @@ one tenant (from locking its hot rows to commit), from which the rate one
 tenant can reach with N loaders follows.
 
     .venv/bin/python -m bench.loader [--days 30] [--tickets-per-day 10000]
-        [--live-tickets 600] [--batch-events 1500] [--database-url URL]
+        [--live-tickets 3000] [--batch-events 1500] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -157,7 +157,8 @@ async def run(tenant: str, batches: list[Batch], url: str, meter: Meter) -> None
     walls: list[float] = []
     try:
         await load_records(engine, as_tenant(batches[0], tenant), CALS)  # warm-up
-        while await fold_closed(engine, CALS, grace_s=0):  # what history left to fold
+        grace = Settings.model_fields["fold_grace_s"].default
+        while await fold_closed(engine, CALS, grace):  # what history left to fold
             pass
         await engine.dispose()
         before = await meter.mark()
@@ -223,7 +224,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--tickets-per-day", type=int, default=10_000)
-    parser.add_argument("--live-tickets", type=int, default=600)
+    parser.add_argument("--live-tickets", type=int, default=3000)
     parser.add_argument("--batch-events", type=int, default=1500)
     parser.add_argument("--database-url", default=os.environ.get("TELEMETRY_BENCH_DATABASE_URL"))
     args = parser.parse_args()
