@@ -156,10 +156,10 @@ async def run(tenant: str, batches: list[Batch], url: str, meter: Meter) -> None
     held: list[float] = []
     walls: list[float] = []
     try:
-        await load_records(engine, as_tenant(batches[0], tenant), CALS)  # warm-up
         grace = Settings.model_fields["fold_grace_s"].default
         while await fold_closed(engine, CALS, grace):  # what history left to fold
             pass
+        await load_records(engine, as_tenant(batches[0], tenant), CALS)  # warm-up
         await engine.dispose()
         before = await meter.mark()
         for batch in batches[1:]:
@@ -177,7 +177,11 @@ async def run(tenant: str, batches: list[Batch], url: str, meter: Meter) -> None
         await engine.dispose()
     per_batch = total_events / len(walls)
     ceiling = per_batch / statistics.mean(held)
-    print(f"\n## {tenant}: {len(walls)} batches, {per_batch:.0f} new events each")
+    carried = sum(len(r["events"]) for b in batches[1:] for r in b) / len(walls)
+    print(
+        f"\n## {tenant}: {len(walls)} batches, {per_batch:.0f} new events each"
+        f" ({carried:.0f} events in their records: a record holds its ticket's events)"
+    )
     print("| per 1,000 events | loader | folder (amortised) |\n|---|---|---|")
     for name in live:
         print(f"| {name} | {live[name]:.3f} | {folded[name]:.3f} |")
