@@ -17,15 +17,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from botocore.exceptions import BotoCoreError, ClientError
-from sqlalchemy import Text, cast, delete, insert, select, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.loader.batches import batch_records
 from services.loader.folds import hold, lift
 from services.loader.quarters import enqueue, publish
 from services.loader.rollups import MEASURE_FIELDS, Key, apply, changes, contribution
-from shared.db import report_zones, ticket_events, ticket_measures, tickets
+from shared.db import report_zones, ticket_measures, tickets
 from shared.isolation import bisect_failures, park, reason_of
 from shared.layout import ENRICHED, expect_key
 from shared.objects import get_bytes
@@ -190,27 +191,28 @@ def _identity(m: Mapping[Any, Any]) -> tuple[Any, ...]:
     return tuple(m[f] for f in MEASURE_FIELDS)
 
 
-EVENTS_CHUNK = 5000  # rows per statement (4 parameters each)
+EVENTS_SQL = text("""
+INSERT INTO ticket_events AS t (tenant_id, ticket_id, event_id, event)
+SELECT * FROM unnest(CAST(:tenants AS text[]), CAST(:tickets AS text[]),
+                     CAST(:ids AS text[]), CAST(CAST(:events AS text[]) AS json[]))
+ON CONFLICT (tenant_id, ticket_id, event_id) DO UPDATE SET event = excluded.event
+WHERE CAST(t.event AS text) <> CAST(excluded.event AS text)
+""")
 
 
 async def write_events(conn: AsyncConnection, records: list[dict[str, Any]]) -> None:
     """Each new event, and each event whose kept variant changed (SPEC §1: the
-    one whose canonical JSON sorts first); the others are not rewritten."""
-    rows = [
-        {"tenant_id": r["tenant_id"], "ticket_id": r["ticket_id"],
-         "event_id": e["event_id"], "event": e}
-        for r in records
-        for e in r["events"]
-    ]  # fmt: skip
-    for start in range(0, len(rows), EVENTS_CHUNK):
-        stmt = pg_insert(ticket_events).values(rows[start : start + EVENTS_CHUNK])
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[c.name for c in ticket_events.primary_key],
-                set_={"event": stmt.excluded.event},
-                where=cast(ticket_events.c.event, Text) != cast(stmt.excluded.event, Text),
-            )
-        )
+    one whose canonical JSON sorts first); the others are not rewritten. One
+    statement of arrays: compiled once, any number of rows."""
+    columns: dict[str, list[str]] = {"tenants": [], "tickets": [], "ids": [], "events": []}
+    for r in records:
+        for e in r["events"]:
+            columns["tenants"].append(r["tenant_id"])
+            columns["tickets"].append(r["ticket_id"])
+            columns["ids"].append(e["event_id"])
+            columns["events"].append(orjson.dumps(e).decode())
+    if columns["ids"]:
+        await conn.execute(EVENTS_SQL, columns)
 
 
 async def load_records(
