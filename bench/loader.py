@@ -4,8 +4,10 @@ for one with a long history (issue 11 §3).
 Live traffic: tickets of `telemetry simulate` whose lives end in the last hour,
 their events in time order, cut into batches as the enricher would send them
 (each batch: the touched tickets' records, versions growing). The same batches
-go to a fresh tenant and to a tenant that already has `--days` of history
-(bench/history.py, laid out as the loader and its folder leave it). Printed per
+go to a fresh tenant, to a tenant that already has `--days` of history
+(bench/history.py, laid out as the loader and its folder leave it), and to a
+second fresh tenant on the database that now holds that history (a control:
+same database size, caches and autovacuum state, no history of its own). Printed per
 1,000 events: the loader's CPU (this process, around `load_records` only), the
 PostgreSQL backends' CPU, rows written and WAL bytes; then the folder's cost for
 the buckets the traffic closed; and the part of a batch that is serialised for
@@ -72,7 +74,8 @@ def live_batches(tickets: int, per_batch: int, now: datetime, seed: int = 11) ->
     return batches
 
 
-def as_tenant(batch: Batch, tenant: str) -> Batch:
+def as_tenant(batch: Batch, name: str) -> Batch:
+    tenant = name.split(",")[0] + ("-2" if "," in name else "")
     return [{**r, "tenant_id": tenant} for r in batch]
 
 
@@ -90,7 +93,7 @@ async def write_history(conn: asyncpg.Connection, tenant: str, days: int, per_da
         for batch in _batches((tenant, *r) for r in laid_out(rows(h, m, dim, CALS), CALS, before)):
             await conn.copy_records_to_table("rollups", records=batch, columns=ROLLUP_COLUMNS)
             count += len(batch)
-    await conn.execute("ANALYZE")
+    await conn.execute("VACUUM (ANALYZE)")  # as autovacuum leaves a table that old
     return count
 
 
@@ -161,6 +164,7 @@ async def run(tenant: str, batches: list[Batch], url: str, meter: Meter) -> None
             pass
         await load_records(engine, as_tenant(batches[0], tenant), CALS)  # warm-up
         await engine.dispose()
+        await meter.conn.execute("CHECKPOINT")  # each run starts the same: full pages
         before = await meter.mark()
         for batch in batches[1:]:
             t0 = time.perf_counter()
@@ -219,6 +223,7 @@ async def main_async(args: argparse.Namespace, url: str) -> None:
               f" rollup rows in {time.perf_counter() - t0:.0f} s; database {size / 2**30:.2f}"
               f" GiB")  # fmt: skip
         await run("history", batches, url, meter)
+        await run("fresh, on the database with history", batches, url, meter)
         print(f"\nload average after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     finally:
         await conn.close()
