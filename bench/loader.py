@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -170,6 +171,7 @@ def old_loader(path: str) -> Load:
     spec = importlib.util.spec_from_file_location("old_reports", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
     spec.loader.exec_module(module)
     old: Load = module.load_records
 
