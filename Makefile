@@ -8,7 +8,7 @@ TOOLS := $(VENV)/tools
 TOOLS_STAMP := $(TOOLS)/.installed-stamp
 
 .PHONY: install tools browser up test lint typecheck unit integration deploy-check deploy-files compose-check lock \
-	bench bench-engine bench-cost bench-baseline bench-reports bench-hostile bench-store bench-faults bench-soak clean
+	bench bench-engine bench-cost bench-baseline bench-reports bench-hostile bench-store bench-loader bench-faults bench-soak clean
 
 # The same hashed lock as the image (Dockerfile): CI tests what ships.
 $(STAMP): requirements-dev.lock pyproject.toml
@@ -109,6 +109,10 @@ bench-store: install
 
 # Report latency over 10 M tickets (first run: about 25 minutes and 20 GB in .telemetry/).
 # It loads the rollup dimensions the measured reports read; --dims all of them: ~1.5 h.
+# The report loader's cost per 1,000 events, fresh tenant vs. 30 days of history.
+bench-loader: install
+	$(BIN)/python -m bench.loader
+
 bench-reports: install
 	$(BIN)/python -m bench.report_latency --dims all,group,agent
 
