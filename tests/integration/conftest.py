@@ -150,7 +150,9 @@ class ServiceProcesses:
         proc.kill()
         proc.wait()
 
-    def wait_ready(self, timeout_s: float = 30) -> None:
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        # Seven interpreters import at once: about 15 s of CPU on two cores,
+        # far longer when the machine is shared. Bounded, never a sleep.
         wait_http(self.urls["collector"] + "/readyz", timeout_s)
         wait_http(self.urls["report"] + "/healthz", timeout_s)
 
