@@ -4,9 +4,8 @@ answers?
 
 It prints each process's memory (RSS, and PSS: shared pages split) when the
 stack is up, after the first minute of traffic and at the end; every queue's
-backlog once the
-traffic has stopped and the queues have drained (drained = 0); freshness: the
-p95 and max of the time from a probe event's 202 to `/realtime`,
+backlog once the traffic has stopped and the queues have drained (drained =
+0); freshness: the p95 and max of the time from a probe event's 202 to `/realtime`,
 `/tickets/{id}` and the reports (bench/probes.py, polled about once a second),
 and the loader's own `telemetry_batch_lag_seconds` (acceptance to load);
 finally, every ticket and report against the reference, as the fault suite does.
