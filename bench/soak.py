@@ -2,10 +2,10 @@
 `telemetry up`; does memory stay flat, do the queues drain, how fresh are the
 answers?
 
-It prints each process's resident memory (VmRSS) when the stack is up, after
-the first minute of traffic and at the end; every queue's backlog once the
-traffic has stopped and the queues have drained (drained = 0); freshness: the
-p95 and max of the time from a probe event's 202 to `/realtime`,
+It prints each process's memory (RSS, and PSS: shared pages split) when the
+stack is up, after the first minute of traffic and at the end; every queue's
+backlog once the traffic has stopped and the queues have drained (drained =
+0); freshness: the p95 and max of the time from a probe event's 202 to `/realtime`,
 `/tickets/{id}` and the reports (bench/probes.py, polled about once a second),
 and the loader's own `telemetry_batch_lag_seconds` (acceptance to load);
 finally, every ticket and report against the reference, as the fault suite does.
@@ -37,20 +37,24 @@ from shared.histogram import rank
 from telemetry.up import LocalStack
 
 
-def rss_mib(stack: LocalStack) -> dict[str, float]:
-    """Resident memory of each service, the emulator and PostgreSQL (all its processes)."""
+def memory_mib(stack: LocalStack) -> dict[str, tuple[float, float]]:
+    """(RSS, PSS) of each service, the emulator and PostgreSQL (all its processes).
+    PSS splits shared pages among the processes that map them: RSS summed over
+    PostgreSQL's backends counts its shared buffers once per backend."""
     pids = {name: [p.pid] for name, p in stack.supervisor.children.items()}
     if stack.moto is not None:
         pids["moto"] = [stack.moto.pid]
     if stack.pg is not None:
         pids["postgres"] = postgres_pids(stack)
-    out: dict[str, float] = {}
+    out: dict[str, tuple[float, float]] = {}
     for name, group in pids.items():
-        kib = 0
+        rss = pss = 0
         for pid in group:
             with contextlib.suppress(OSError):
-                kib += parse_kib(Path(f"/proc/{pid}/status").read_text(), "VmRSS") or 0
-        out[name] = kib / 1024
+                text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+                rss += parse_kib(text, "Rss") or 0
+                pss += parse_kib(text, "Pss") or 0
+        out[name] = (rss / 1024, pss / 1024)
     return out
 
 
@@ -81,7 +85,7 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
     stack = local_stack(folder, {})
     settings = await asyncio.to_thread(stack.start, lambda line: None)
     try:
-        at_start = rss_mib(stack)
+        at_start = memory_mib(stack)
         tenants = [f"soak-{i + 1}" for i in range(args.tenants)]
         keys = await tenant_keys(settings, tenants)
         where = urls(settings)
@@ -96,11 +100,11 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
                 send(where["collector"], keys, args.rate, duration_s, args.seed, log)
             )
             await asyncio.sleep(min(60.0, duration_s / 2))
-            warm = rss_mib(stack)
+            warm = memory_mib(stack)
             stats = await sending
             stop.set()
             await asyncio.gather(*probes)
-            at_end = rss_mib(stack)
+            at_end = memory_mib(stack)
             depths = await drain(settings, log.last(), timeout_s=600)
             port = stack.supervisor.metrics_ports["loader"]
             metrics = (await http.get(f"http://{settings.host}:{port}/metrics")).text
@@ -110,10 +114,11 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
         accepted = len({(e["tenant_id"], e["event_id"]) for e in log.events()})
         print(f"soak: {duration_s:.0f} s at {args.rate:g} events/s asked, {accepted} events "
               f"accepted ({stats.retries} retries, {stats.rejected} rejected)")  # fmt: skip
-        print("memory (RSS MiB)      up   +1 min     end")
-        for name in at_start:
-            print(f"  {name:<14} {at_start[name]:7.0f} {warm.get(name, 0):8.0f} "
-                  f"{at_end.get(name, 0):7.0f}")  # fmt: skip
+        print("memory (MiB, RSS/PSS)     up      +1 min         end")
+        for name, (rss, pss) in at_start.items():
+            (rss1, pss1), (rss2, pss2) = warm.get(name, (0, 0)), at_end.get(name, (0, 0))
+            print(f"  {name:<14} {rss:5.0f}/{pss:<5.0f} {rss1:5.0f}/{pss1:<5.0f} "
+                  f"{rss2:5.0f}/{pss2:<5.0f}")  # fmt: skip
         print("backlog after draining (messages): "
               + ", ".join(f"{k} {v}" for k, v in depths.items()))  # fmt: skip
         seen = prober.freshness()

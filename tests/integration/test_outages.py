@@ -132,3 +132,24 @@ async def test_key_store_or_stream_frozen_answers_503_within_seconds(
             _assert_unavailable(response, took)
     finally:
         group.stop()
+
+
+async def test_a_loader_started_while_postgresql_restarts_waits_for_it(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Found by `make bench-faults`: a loader started while PostgreSQL was down
+    (its unix socket absent) exited at once, to be restarted in a loop."""
+    gone = tmp_path / "no-server-here"
+    group = ServiceProcesses(stack_env, tmp_path)
+    group.start("loader", 0, TELEMETRY_DATABASE_URL=f"postgresql://postgres@/postgres?host={gone}")
+    log = tmp_path / "loader-0.log"
+    try:
+        deadline = time.monotonic() + 90
+        while "report zones not registered" not in log.read_text():
+            assert group.procs["loader-0"].poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(2)  # a retry later, still waiting
+        assert group.procs["loader-0"].poll() is None, log.read_text()
+    finally:
+        group.stop()
