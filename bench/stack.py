@@ -180,11 +180,13 @@ def postgres_cpu_s(data_dir: Path) -> float:
 class Scrape:
     requests: Counter[str] = field(default_factory=Counter)  # "service operation" -> n
     outcomes: Counter[str] = field(default_factory=Counter)  # "queue outcome" -> n
+    s3_bytes: Counter[str] = field(default_factory=Counter)  # "read" or "written" -> bytes
 
 
 def parse_metrics(text: str) -> Scrape:
-    """Two counters of our services' Prometheus text: AWS requests by service and
-    operation (shared/aws.py), messages by queue and outcome (shared/worker.py)."""
+    """Counters of our services' Prometheus text: AWS requests by service and
+    operation and S3 payload bytes (shared/aws.py), messages by queue and
+    outcome (shared/worker.py)."""
     out = Scrape()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -193,6 +195,8 @@ def parse_metrics(text: str) -> Scrape:
                 out.requests[f"{labels['service']} {labels['operation']}"] += int(sample.value)
             elif sample.name == "telemetry_messages_total":
                 out.outcomes[f"{labels['queue']} {labels['outcome']}"] += int(sample.value)
+            elif sample.name == "telemetry_aws_s3_bytes_total":
+                out.s3_bytes[labels["direction"]] += int(sample.value)
     return out
 
 

@@ -133,9 +133,12 @@ def test_the_parser_reads_what_the_services_expose() -> None:
     """The services' own exposition (prometheus_client), not a hand-written copy."""
     counter = RequestCounter()
     counter.counts[("s3", "PutObject")] = 7
+    counter.s3_bytes[("PutObject", "written")] = 700
+    counter.s3_bytes[("GetObject", "read")] = 50
     MESSAGES.labels("parser-check", "done").inc(2)
     scraped = parse_metrics(generate_latest(Exposition([counter])).decode())
     assert scraped.requests == {"s3 PutObject": 7}
+    assert scraped.s3_bytes == {"written": 700, "read": 50}
     assert scraped.outcomes["parser-check done"] >= 2
 
 
