@@ -1,0 +1,141 @@
+"""A tenant's history written straight into the local stack's stores, for `make bench-history`.
+
+The stages would take hours to write a year; the generators write it in
+minutes, in the stages' own layouts: the ticket store's hot partitions and
+cold runs (`bench/store_history.py`, checked against the store itself by
+`tests/integration/test_bench_store.py`) and the report loader's ticket rows
+and rollups (`bench/history.py`, checked against the loader's own
+contributions by `tests/unit/test_bench_history.py`). The two generators
+draw their tickets independently: the store and PostgreSQL hold the same
+volumes, not the same ticket ids (nothing in the live run reads one through
+the other). Real-time rows are not written: they only hold today.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import numpy as np
+
+from bench.history import DIMS, generate, measures, rows
+from bench.report_latency import _dsn, load
+from bench.store_history import DAY_MS, Model, write_history
+from services.consolidator.store import make_store
+from shared.aws import open_aws
+from shared.settings import Settings
+
+TICKETS_PER_DAY = 10_000  # the issue's tenant: 8 groups, 144 agents
+EVENTS_PER_TICKET = 12.4  # of the store's model (45 M events a year)
+# Bytes on disk per unit, measured on this project's short runs (bench/results/history.md);
+# the estimate is printed before anything is written, so a run never fills the disk.
+STORE_BYTES_PER_TICKET = 110  # zlib runs in moto's memory and spooled files
+TICKET_ROW_BYTES = 700  # `tickets`: row, TOAST and indexes
+ROLLUP_ROW_BYTES = 1_600  # `rollups`: row, TOASTed histograms and index
+SEED = 11
+
+
+def per_day(scale: float) -> int:
+    return max(1, round(TICKETS_PER_DAY * scale))
+
+
+def live_day_ms(now_ms: int) -> int:
+    """The history ends at the UTC midnight before the live traffic."""
+    return now_ms // DAY_MS * DAY_MS
+
+
+@dataclass
+class Written:
+    days: int
+    tickets: int
+    store_bytes: int
+    store_s: float
+    pg_s: float
+    pg_bytes: int  # the database's size after the history
+    rollup_rows: int
+    table_bytes: dict[str, int]  # tickets, rollups: with TOAST and indexes
+
+
+async def write_store(settings: Settings, tenant: str, days: int, daily: int, now_ms: int) -> int:
+    """Store objects of `days` days of `daily` tickets ending today; returns bytes written."""
+    day0 = live_day_ms(now_ms) - days * DAY_MS
+    async with open_aws(settings) as aws:
+        store = make_store(aws, settings)
+        await write_history(store, Model(tenant, SEED, daily, day0), days, now_ms)
+        await store.compactor.close()
+        return int(store.io.traffic["written"])
+
+
+async def write_pg(
+    database_url: str, settings: Settings, tenant: str, days: int, daily: int, now_ms: int
+) -> tuple[int, int, dict[str, int]]:
+    """Ticket rows and every rollup dimension; returns the database's bytes, the
+    rollup rows and the tables' bytes."""
+    end = datetime.fromtimestamp(live_day_ms(now_ms) / 1000, UTC)
+    h = generate(daily * days, days, end, seed=SEED)
+    conn = await asyncpg.connect(_dsn(database_url))
+    try:
+        await load(conn, h, settings.report_calendars(), list(DIMS), tenant=tenant)
+        count = await conn.fetchval("SELECT count(*) FROM rollups WHERE tenant_id = $1", tenant)
+        size = await conn.fetchval("SELECT pg_database_size(current_database())")
+        tables = {t: int(await conn.fetchval("SELECT pg_total_relation_size($1)", t))
+                  for t in ("tickets", "rollups")}  # fmt: skip
+    finally:
+        await conn.close()
+    return int(size), int(count), tables
+
+
+async def write(
+    settings: Settings, database_url: str, tenant: str, days: int, daily: int, now_ms: int
+) -> Written:
+    t0 = time.monotonic()
+    store_bytes = await write_store(settings, tenant, days, daily, now_ms) if days else 0
+    t1 = time.monotonic()
+    pg_bytes, count, tables = (
+        await write_pg(database_url, settings, tenant, days, daily, now_ms) if days else (0, 0, {})
+    )
+    return Written(days, daily * days, store_bytes, round(t1 - t0, 1),
+                   round(time.monotonic() - t1, 1), pg_bytes, count, tables)  # fmt: skip
+
+
+def rollup_rows_per_day(daily: int, settings: Settings, sample_days: int = 2) -> float:
+    """Rollup rows a day of history adds: every dimension of a short sample, per day.
+
+    Coarse levels (weeks, months, years) are shared by many days: per day this
+    overestimates them, so the estimate is an upper bound.
+    """
+    end = datetime(2026, 11, 1, tzinfo=UTC)
+    h = generate(daily * sample_days, sample_days, end, seed=SEED)
+    m = measures(h)
+    cals = settings.report_calendars()
+    return sum(sum(1 for _ in rows(h, m, d, cals)) for d in DIMS) / sample_days
+
+
+@dataclass
+class Estimate:
+    days: int
+    tickets: int
+    events: int
+    store_bytes: int
+    pg_bytes: int
+
+    @property
+    def total(self) -> int:
+        return self.store_bytes + self.pg_bytes
+
+
+def estimate(days: int, daily: int, rollups_per_day: float) -> Estimate:
+    tickets = days * daily
+    pg = tickets * TICKET_ROW_BYTES + int(days * rollups_per_day * ROLLUP_ROW_BYTES)
+    return Estimate(days, tickets, int(tickets * EVENTS_PER_TICKET),
+                    tickets * STORE_BYTES_PER_TICKET, pg)  # fmt: skip
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    return float(np.quantile(values, q)) if values else None
