@@ -126,6 +126,8 @@ def tables(out: dict[str, Any]) -> list[str]:
          f"{r['written']['rollup_rows']:,}"),
         ("history written in (s): store / PostgreSQL",
          lambda r: f"{r['written']['store_s']:.0f} / {r['written']['pg_s']:.0f}"),
+        ("messages retried or dead-lettered",
+         lambda r: ", ".join(f"{k} {v}" for k, v in r.get("outcomes", {}).items()) or "none"),
         ("other processes' load (cores)", lambda r: f"{other_cores(r):.2f}"),
     ]  # fmt: skip
     lines += [f"| {name} | " + " | ".join(get(r) for r in rs) + " |" for name, get in rows]
@@ -161,7 +163,8 @@ def plot(out: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rs = out["results"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, grid = plt.subplots(2, 2, figsize=(12, 8))
+    axes = grid.flatten()
     xs = list(range(len(rs)))
     labels = [f"{r['days']} d" for r in rs]
     for ax, title, field in (
@@ -178,13 +181,18 @@ def plot(out: dict[str, Any], path: Path) -> None:
     axes[0].legend(fontsize=7)
     for r in rs:
         ts = [s["t"] / 60 for s in r["samples"]]
-        axes[2].plot(
-            ts, [sum(s["queues"].values()) for s in r["samples"]], label=f"H = {r['days']} d"
-        )
+        total = [sum(s["queues"].values()) for s in r["samples"]]
+        axes[2].plot(ts, total, label=f"H = {r['days']} d")
     axes[2].set_title("messages in all queues")
-    axes[2].set_xlabel("minutes since the traffic began")
-    axes[2].legend(fontsize=7)
+    last = rs[-1]
+    for queue in last["samples"][0]["queues"] if last["samples"] else []:
+        ts = [s["t"] / 60 for s in last["samples"]]
+        axes[3].plot(ts, [s["queues"][queue] for s in last["samples"]], label=queue)
+    axes[3].set_title(f"messages by queue, H = {last['days']} d")
+    for ax in axes[2:]:
+        ax.set_xlabel("minutes since the traffic began")
+        ax.legend(fontsize=7)
     fig.suptitle(f"make bench-history, {out['started']}: {out['load_note']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

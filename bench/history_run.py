@@ -200,6 +200,12 @@ async def live(args: argparse.Namespace, stack: Stack, pg_dir: Path, tenant: str
         },
         "requests_by_op": {n: dict(scraped1[n].requests - scraped0[n].requests) for n in scraped1},
         "s3_bytes": {n: dict(scraped1[n].s3_bytes - scraped0[n].s3_bytes) for n in scraped1},
+        "outcomes": {  # messages retried or dead-lettered, by queue
+            k: v
+            for n in scraped1
+            for k, v in (scraped1[n].outcomes - scraped0[n].outcomes).items()
+            if not k.endswith(" done")
+        },
         "pg": {k: pg1[k] - pg0.get(k, 0) for k in pg1},
         "peak_rss_mib": {n: None if v is None else round(v, 1) for n, v in peaks.items()},
         "samples": samples,

@@ -28,11 +28,19 @@ def dsn(url: str) -> str:
 
 
 async def pg_io(database_url: str) -> dict[str, int]:
-    """Cumulative bytes: read (into buffers), hit (in buffers), written, WAL; rows changed."""
+    """Cumulative bytes: read (into buffers), hit (in buffers), written, WAL; rows
+    changed; and the bytes each table's blocks were read or hit (`table NAME`)."""
     conn = await asyncpg.connect(dsn(database_url))
     try:
         io = await conn.fetchrow(IO_SQL)
         wal = await conn.fetchval("SELECT wal_bytes::bigint FROM pg_stat_wal")
+        tables = await conn.fetch(
+            "SELECT relname, (coalesce(heap_blks_read, 0) + coalesce(heap_blks_hit, 0)"
+            " + coalesce(idx_blks_read, 0) + coalesce(idx_blks_hit, 0)"
+            " + coalesce(toast_blks_read, 0) + coalesce(toast_blks_hit, 0)"
+            " + coalesce(tidx_blks_read, 0) + coalesce(tidx_blks_hit, 0))::bigint"
+            " * current_setting('block_size')::bigint AS bytes FROM pg_statio_user_tables"
+        )
         db = await conn.fetchrow(
             "SELECT tup_inserted + tup_updated + tup_deleted AS rows_changed, xact_commit"
             " FROM pg_stat_database WHERE datname = current_database()"
@@ -40,4 +48,5 @@ async def pg_io(database_url: str) -> dict[str, int]:
     finally:
         await conn.close()
     return {**{k: int(v) for k, v in io.items()}, "wal_bytes": int(wal),
-            **{k: int(v) for k, v in db.items()}}  # fmt: skip
+            **{k: int(v) for k, v in db.items()},
+            **{f"table {t['relname']}": int(t["bytes"]) for t in tables}}  # fmt: skip
