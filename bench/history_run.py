@@ -35,7 +35,7 @@ import httpx
 import orjson
 
 from bench import history_report
-from bench.history_write import estimate, gib, per_day, rollup_rows_per_day, write
+from bench.history_write import estimate, gib, per_day, rollup_rows_by_level, write
 from bench.pgstats import pg_io
 from bench.probes import AcceptLog, Prober
 from bench.report_latency import pct, timed_gets
@@ -243,12 +243,12 @@ async def one_history(args: argparse.Namespace, days: int) -> dict[str, Any]:
 
 def check_disk(args: argparse.Namespace) -> None:
     daily = per_day(args.scale)
-    per_day_rows = rollup_rows_per_day(daily, Settings())
-    worst = max((estimate(d, daily, per_day_rows) for d in args.history), key=lambda e: e.total)
+    by_level = rollup_rows_by_level(daily, Settings())
+    worst = max((estimate(d, daily, by_level) for d in args.history), key=lambda e: e.total)
     for d in args.history:
-        e = estimate(d, daily, per_day_rows)
-        say(f"H = {d} d: {e.tickets:,} tickets, ~{e.events:,} events; disk: store "
-            f"~{gib(e.store_bytes)}, PostgreSQL ~{gib(e.pg_bytes)} (upper bound)")  # fmt: skip
+        e = estimate(d, daily, by_level)
+        say(f"H = {d} d: {e.tickets:,} tickets, ~{e.events:,} events, ~{e.rollup_rows:,} "
+            f"rollup rows; disk: store ~{gib(e.store_bytes)}, PostgreSQL ~{gib(e.pg_bytes)}")  # fmt: skip
     WORK.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(WORK).free
     say(f"one history at a time (each removed after its run): at most ~{gib(worst.total)}; "

@@ -13,7 +13,9 @@ the other). Real-time rows are not written: they only hold today.
 
 from __future__ import annotations
 
+import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,14 +28,15 @@ from bench.store_history import DAY_MS, Model, write_history
 from services.consolidator.store import make_store
 from shared.aws import open_aws
 from shared.settings import Settings
+from shared.timebuckets import span_s
 
 TICKETS_PER_DAY = 10_000  # the issue's tenant: 8 groups, 144 agents
 EVENTS_PER_TICKET = 12.4  # of the store's model (45 M events a year)
 # Bytes on disk per unit, measured on this project's short runs (bench/results/history.md);
 # the estimate is printed before anything is written, so a run never fills the disk.
-STORE_BYTES_PER_TICKET = 110  # zlib runs in moto's memory and spooled files
-TICKET_ROW_BYTES = 700  # `tickets`: row, TOAST and indexes
-ROLLUP_ROW_BYTES = 1_600  # `rollups`: row, TOASTed histograms and index
+STORE_BYTES_PER_TICKET = 340  # zlib runs and hot majors: in moto's memory and spooled files
+TICKET_ROW_BYTES = 450  # `tickets`: row, TOAST and indexes
+ROLLUP_ROW_BYTES = 1_150  # `rollups`: row, TOASTed histograms and index
 SEED = 11
 
 
@@ -100,17 +103,24 @@ async def write(
                    round(time.monotonic() - t1, 1), pg_bytes, count, tables)  # fmt: skip
 
 
-def rollup_rows_per_day(daily: int, settings: Settings, sample_days: int = 2) -> float:
-    """Rollup rows a day of history adds: every dimension of a short sample, per day.
+def rollup_rows_by_level(daily: int, settings: Settings, sample_days: int = 2) -> dict[int, float]:
+    """Rollup rows per bucket of each level, from every dimension of a short sample.
 
-    Coarse levels (weeks, months, years) are shared by many days: per day this
-    overestimates them, so the estimate is an upper bound.
+    A level's rows over H days are these times its buckets in H days: exact for
+    the fine levels, a little low for the coarse ones (a longer span sees a few
+    more dimension values).
     """
     end = datetime(2026, 11, 1, tzinfo=UTC)
     h = generate(daily * sample_days, sample_days, end, seed=SEED)
     m = measures(h)
-    cals = settings.report_calendars()
-    return sum(sum(1 for _ in rows(h, m, d, cals)) for d in DIMS) / sample_days
+    counts: Counter[int] = Counter()
+    for d in DIMS:
+        counts.update(row[1] for row in rows(h, m, d, settings.report_calendars()))
+    return {lv: n / max(1.0, sample_days * 86_400 / span_s(lv)) for lv, n in counts.items()}
+
+
+def rollup_rows(days: int, by_level: dict[int, float]) -> int:
+    return round(sum(n * math.ceil(days * 86_400 / span_s(lv)) for lv, n in by_level.items()))
 
 
 @dataclass
@@ -120,17 +130,19 @@ class Estimate:
     events: int
     store_bytes: int
     pg_bytes: int
+    rollup_rows: int
 
     @property
     def total(self) -> int:
         return self.store_bytes + self.pg_bytes
 
 
-def estimate(days: int, daily: int, rollups_per_day: float) -> Estimate:
+def estimate(days: int, daily: int, by_level: dict[int, float]) -> Estimate:
     tickets = days * daily
-    pg = tickets * TICKET_ROW_BYTES + int(days * rollups_per_day * ROLLUP_ROW_BYTES)
+    n = rollup_rows(days, by_level)
+    pg = tickets * TICKET_ROW_BYTES + n * ROLLUP_ROW_BYTES
     return Estimate(days, tickets, int(tickets * EVENTS_PER_TICKET),
-                    tickets * STORE_BYTES_PER_TICKET, pg)  # fmt: skip
+                    tickets * STORE_BYTES_PER_TICKET, pg, n)  # fmt: skip
 
 
 def gib(n: float) -> str:
