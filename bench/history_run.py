@@ -247,8 +247,10 @@ def check_disk(args: argparse.Namespace) -> None:
     worst = max((estimate(d, daily, by_level) for d in args.history), key=lambda e: e.total)
     for d in args.history:
         e = estimate(d, daily, by_level)
-        say(f"H = {d} d: {e.tickets:,} tickets, ~{e.events:,} events, ~{e.rollup_rows:,} "
-            f"rollup rows; disk: store ~{gib(e.store_bytes)}, PostgreSQL ~{gib(e.pg_bytes)}")  # fmt: skip
+        say(
+            f"H = {d} d: {e.tickets:,} tickets, ~{e.events:,} events, ~{e.rollup_rows:,} "
+            f"rollups; disk: store ~{gib(e.store_bytes)}, PostgreSQL ~{gib(e.pg_bytes)}"
+        )
     WORK.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(WORK).free
     say(f"one history at a time (each removed after its run): at most ~{gib(worst.total)}; "
