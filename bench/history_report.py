@@ -85,6 +85,29 @@ def _s3(r: dict[str, Any], stage: str, direction: str) -> float | None:
     return None if b is None else per_k(b.get(direction, 0), r["events"]) / KIB
 
 
+def compact(out: dict[str, Any]) -> list[str]:
+    """One row per stage, each cell the figures at every H (for docs/design.md)."""
+    rs = out["results"]
+    hs = " / ".join(f"{r['days']}" for r in rs)
+    lines = [f"| stage (H = {hs} days) | CPU s / 1,000 events | AWS requests / 1,000 events "
+             "| S3 KiB read + written / 1,000 events | peak RSS MiB |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for stage in STAGES:
+        ev = [r["events"] for r in rs]
+        cpu = [per_k(r["cpu_s"].get(stage, 0), e) for r, e in zip(rs, ev, strict=True)]
+        req = [per_k(r["requests"][stage], e) if stage in r["requests"] else None
+               for r, e in zip(rs, ev, strict=True)]  # fmt: skip
+        s3 = [(_s3(r, stage, "read") or 0) + (_s3(r, stage, "written") or 0)
+              if stage in r["s3_bytes"] else None for r in rs]  # fmt: skip
+        rss = [r["peak_rss_mib"].get(stage) for r in rs]
+        if not any(cpu):
+            continue
+        lines.append(f"| {stage} | " + " | ".join(
+            " / ".join(_fmt(v, d) for v in vals)
+            for vals, d in ((cpu, 2), (req, 1), (s3, 0), (rss, 0))) + " |")  # fmt: skip
+    return lines
+
+
 def tables(out: dict[str, Any]) -> list[str]:
     rs = out["results"]
     lines = _table(
@@ -146,6 +169,8 @@ def write(out: dict[str, Any], where: Path) -> None:
         f"Settings: history {', '.join(str(d) for d in a['history'])} days at "
         f"{a['scale'] * 10_000:,.0f} tickets a day; live traffic {a['rate']:g} events/s for "
         f"{a['minutes']:g} min, one tenant, 8 groups; default service settings.",
+        "",
+        *compact(out),
         "",
         *tables(out),
         "",
