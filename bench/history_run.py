@@ -228,7 +228,8 @@ async def one_history(args: argparse.Namespace, days: int) -> dict[str, Any]:
             key = await create_key(stack.settings, tenant, "ingest,read")
             daily = per_day(args.scale)
             say(f"H = {days} d: writing {days * daily:,} tickets of history")
-            written = await write(stack.settings, url, tenant, days, daily, int(time.time() * 1000))
+            now_ms = int(time.time() * 1000)
+            written = await write(stack.settings, url, tenant, days, daily, now_ms, args.exact_days)
             say(f"H = {days} d: history written (store {written.store_s:.0f} s, "
                 f"PostgreSQL {written.pg_s:.0f} s); {args.minutes:g} min of traffic at "
                 f"{args.rate:g} events/s")  # fmt: skip
@@ -244,9 +245,9 @@ async def one_history(args: argparse.Namespace, days: int) -> dict[str, Any]:
 def check_disk(args: argparse.Namespace) -> None:
     daily = per_day(args.scale)
     by_level = rollup_rows_by_level(daily, Settings())
-    worst = max((estimate(d, daily, by_level) for d in args.history), key=lambda e: e.total)
-    for d in args.history:
-        e = estimate(d, daily, by_level)
+    estimates = [estimate(d, daily, by_level, args.exact_days) for d in args.history]
+    worst = max(estimates, key=lambda e: e.total)
+    for d, e in zip(args.history, estimates, strict=True):
         say(
             f"H = {d} d: {e.tickets:,} tickets, ~{e.events:,} events, ~{e.rollup_rows:,} "
             f"rollups; disk: store ~{gib(e.store_bytes)}, PostgreSQL ~{gib(e.pg_bytes)}"
@@ -264,6 +265,10 @@ def main() -> None:
     parser.add_argument("--history", type=lambda s: [int(d) for d in s.split(",")],
                         default=[0, 30, 365], help="days of history, comma separated")  # fmt: skip
     parser.add_argument("--scale", type=float, default=1.0, help="x 10,000 tickets a day")
+    parser.add_argument(
+        "--exact-days", type=int, default=30,
+        help="last days whose ticket rows and ledger are the store's own tickets",
+    )  # fmt: skip
     parser.add_argument("--rate", type=float, default=400.0, help="live events/s")
     parser.add_argument("--minutes", type=float, default=10.0, help="of live traffic per H")
     parser.add_argument("--sample", type=float, default=10.0, help="s between queue samples")

@@ -1,18 +1,27 @@
 """A tenant's history written straight into the local stack's stores, for `make bench-history`.
 
 The stages would take hours to write a year; the generators write it in
-minutes, in the stages' own layouts: the ticket store's hot partitions and
-cold runs (`bench/store_history.py`, checked against the store itself by
-`tests/integration/test_bench_store.py`) and the report loader's ticket rows
-and rollups (`bench/history.py`, checked against the loader's own
-contributions by `tests/unit/test_bench_history.py`). The two generators
-draw their tickets independently: the store and PostgreSQL hold the same
-volumes, not the same ticket ids (nothing in the live run reads one through
-the other). Real-time rows are not written: they only hold today.
+minutes, in the stages' own layouts:
+
+- the ticket store's hot partitions and cold runs (`bench/store_history.py`,
+  checked against the store itself by `tests/integration/test_bench_store.py`);
+- the rollup rows of every dimension and report zone (`bench/history.py`,
+  checked against the loader's own contributions by
+  `tests/unit/test_bench_history.py`);
+- the ticket rows and ledger of the store's own tickets for the last
+  `exact_days` days (`bench/history_tickets.py`, checked against
+  `load_records` by `tests/integration/test_bench_history_tickets.py`): the
+  tickets a late event may still reach are the same in the store and in
+  PostgreSQL. Older ticket rows are `bench/history.py`'s (same volume, other
+  ids, no ledger: a closed ticket's ledger is read again only when a late
+  event reaches it; a year of it would double the database).
+
+Real-time rows are not written: they only hold today.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import Counter
@@ -22,8 +31,9 @@ from datetime import UTC, datetime
 import asyncpg
 import numpy as np
 
-from bench.history import DIMS, generate, measures, rows
-from bench.report_latency import _dsn, load
+from bench.history import DIMS, TICKET_COLUMNS, generate, measures, rows, ticket_rows
+from bench.history_tickets import write_tickets
+from bench.report_latency import _batches, _dsn, load
 from bench.store_history import DAY_MS, Model, write_history
 from services.consolidator.store import make_store
 from shared.aws import open_aws
@@ -36,6 +46,7 @@ EVENTS_PER_TICKET = 12.4  # of the store's model (45 M events a year)
 # the estimate is printed before anything is written, so a run never fills the disk.
 STORE_BYTES_PER_TICKET = 340  # zlib runs and hot majors: in moto's memory and spooled files
 TICKET_ROW_BYTES = 450  # `tickets`: row, TOAST and indexes
+EXACT_TICKET_BYTES = 6_000  # a ticket with its events in `doc` and its ledger rows
 ROLLUP_ROW_BYTES = 1_150  # `rollups`: row, TOASTed histograms and index
 SEED = 11
 
@@ -61,43 +72,56 @@ class Written:
     table_bytes: dict[str, int]  # tickets, rollups: with TOAST and indexes
 
 
-async def write_store(settings: Settings, tenant: str, days: int, daily: int, now_ms: int) -> int:
-    """Store objects of `days` days of `daily` tickets ending today; returns bytes written."""
-    day0 = live_day_ms(now_ms) - days * DAY_MS
-    async with open_aws(settings) as aws:
-        store = make_store(aws, settings)
-        await write_history(store, Model(tenant, SEED, daily, day0), days, now_ms)
-        await store.compactor.close()
-        return int(store.io.traffic["written"])
+def model(tenant: str, days: int, daily: int, now_ms: int) -> Model:
+    """The store's tickets: `days` days of `daily` ending at today's UTC midnight."""
+    return Model(tenant, SEED, daily, live_day_ms(now_ms) - days * DAY_MS)
 
 
 async def write_pg(
-    database_url: str, settings: Settings, tenant: str, days: int, daily: int, now_ms: int
-) -> tuple[int, int, dict[str, int]]:
-    """Ticket rows and every rollup dimension; returns the database's bytes, the
-    rollup rows and the tables' bytes."""
+    database_url: str, settings: Settings, tenant: str, days: int, daily: int, now_ms: int,
+    exact_days: int,
+) -> tuple[int, int, dict[str, int]]:  # fmt: skip
+    """Every rollup dimension of the whole history; ticket rows and ledger of the
+    store's own tickets for its last `exact_days` days (`bench/history_tickets.py`),
+    and `bench/history.py`'s ticket rows before them. Returns the database's bytes,
+    the rollup rows and the tables' bytes."""
     end = datetime.fromtimestamp(live_day_ms(now_ms) / 1000, UTC)
     h = generate(daily * days, days, end, seed=SEED)
+    exact = min(days, exact_days)
+    older = int(np.searchsorted(h.created, (live_day_ms(now_ms) - exact * DAY_MS)))
     conn = await asyncpg.connect(_dsn(database_url))
     try:
-        await load(conn, h, settings.report_calendars(), list(DIMS), tenant=tenant)
+        await load(conn, h, settings.report_calendars(), list(DIMS), tickets=False, tenant=tenant)
+        for batch in _batches(itertools.islice(ticket_rows(h, tenant), older)):
+            await conn.copy_records_to_table("tickets", records=batch, columns=TICKET_COLUMNS)
+        await write_tickets(conn, model(tenant, days, daily, now_ms), range(days - exact, days))
+        await conn.execute("ANALYZE")
         count = await conn.fetchval("SELECT count(*) FROM rollups WHERE tenant_id = $1", tenant)
         size = await conn.fetchval("SELECT pg_database_size(current_database())")
         tables = {t: int(await conn.fetchval("SELECT pg_total_relation_size($1)", t))
-                  for t in ("tickets", "rollups")}  # fmt: skip
+                  for t in ("tickets", "ticket_measures", "rollups")}  # fmt: skip
     finally:
         await conn.close()
     return int(size), int(count), tables
 
 
 async def write(
-    settings: Settings, database_url: str, tenant: str, days: int, daily: int, now_ms: int
-) -> Written:
+    settings: Settings, database_url: str, tenant: str, days: int, daily: int, now_ms: int,
+    exact_days: int = 30,
+) -> Written:  # fmt: skip
     t0 = time.monotonic()
-    store_bytes = await write_store(settings, tenant, days, daily, now_ms) if days else 0
+    store_bytes = 0
+    if days:
+        async with open_aws(settings) as aws:
+            store = make_store(aws, settings)
+            await write_history(store, model(tenant, days, daily, now_ms), days, now_ms)
+            await store.compactor.close()
+            store_bytes = int(store.io.traffic["written"])
     t1 = time.monotonic()
     pg_bytes, count, tables = (
-        await write_pg(database_url, settings, tenant, days, daily, now_ms) if days else (0, 0, {})
+        await write_pg(database_url, settings, tenant, days, daily, now_ms, exact_days)
+        if days
+        else (0, 0, {})
     )
     return Written(days, daily * days, store_bytes, round(t1 - t0, 1),
                    round(time.monotonic() - t1, 1), pg_bytes, count, tables)  # fmt: skip
@@ -137,10 +161,12 @@ class Estimate:
         return self.store_bytes + self.pg_bytes
 
 
-def estimate(days: int, daily: int, by_level: dict[int, float]) -> Estimate:
+def estimate(days: int, daily: int, by_level: dict[int, float], exact_days: int) -> Estimate:
     tickets = days * daily
     n = rollup_rows(days, by_level)
-    pg = tickets * TICKET_ROW_BYTES + n * ROLLUP_ROW_BYTES
+    exact = min(days, exact_days) * daily
+    pg = (tickets - exact) * TICKET_ROW_BYTES + exact * EXACT_TICKET_BYTES
+    pg += n * ROLLUP_ROW_BYTES
     return Estimate(days, tickets, int(tickets * EVENTS_PER_TICKET),
                     tickets * STORE_BYTES_PER_TICKET, pg, n)  # fmt: skip
 
