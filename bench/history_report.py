@@ -153,6 +153,14 @@ def tables(out: dict[str, Any]) -> list[str]:
          lambda r: ", ".join(f"{k} {v}" for k, v in r.get("outcomes", {}).items()) or "none"),
         ("other processes' load (cores)", lambda r: f"{other_cores(r):.2f}"),
     ]  # fmt: skip
+    seen = sorted({k for r in rs for k, v in r["pg"].items() if k.startswith("table ") and v})
+    for t in seen:
+        rows.append(
+            (
+                f"PostgreSQL KiB of {t[6:]} blocks read or hit per 1,000 events",
+                lambda r, t=t: _fmt(per_k(r["pg"].get(t, 0), r["events"]) / KIB, 1),
+            )
+        )
     lines += [f"| {name} | " + " | ".join(get(r) for r in rs) + " |" for name, get in rows]
     return lines
 
