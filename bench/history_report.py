@@ -108,6 +108,22 @@ def compact(out: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _timing(r: dict[str, Any], key: str) -> str:
+    total, n = r.get("timings", {}).get(key, [0.0, 0.0])
+    return f"{n:.0f}, {total / n:.3f}" if n else "-"
+
+
+def _ceiling(r: dict[str, Any]) -> str:
+    """Batches of one tenant hold its hot rows one at a time: at most 1 / held
+    batches a second, each of the run's mean size in events."""
+    held, n = r.get("timings", {}).get("telemetry_loader_hot_rows_held_seconds", [0.0, 0.0])
+    _, batches = r.get("timings", {}).get("telemetry_handle_seconds telemetry-load-reports",
+                                          [0.0, 0.0])  # fmt: skip
+    if not (held and n and batches):
+        return "-"
+    return f"{r['events'] / batches / (held / n):,.0f}"
+
+
 def tables(out: dict[str, Any]) -> list[str]:
     rs = out["results"]
     lines = _table(
@@ -149,6 +165,11 @@ def tables(out: dict[str, Any]) -> list[str]:
          f"{r['written']['rollup_rows']:,}"),
         ("history written in (s): store / PostgreSQL",
          lambda r: f"{r['written']['store_s']:.0f} / {r['written']['pg_s']:.0f}"),
+        ("report loader: batches, mean s per batch",
+         lambda r: _timing(r, "telemetry_handle_seconds telemetry-load-reports")),
+        ("report loader: hot rollup rows held (serialised per tenant), mean s per batch",
+         lambda r: _timing(r, "telemetry_loader_hot_rows_held_seconds")),
+        ("one tenant's ceiling from that part (events/s, any number of loaders)", _ceiling),
         ("messages retried or dead-lettered",
          lambda r: ", ".join(f"{k} {v}" for k, v in r.get("outcomes", {}).items()) or "none"),
         ("other processes' load (cores)", lambda r: f"{other_cores(r):.2f}"),

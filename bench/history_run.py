@@ -200,6 +200,12 @@ async def live(args: argparse.Namespace, stack: Stack, pg_dir: Path, tenant: str
         },
         "requests_by_op": {n: dict(scraped1[n].requests - scraped0[n].requests) for n in scraped1},
         "s3_bytes": {n: dict(scraped1[n].s3_bytes - scraped0[n].s3_bytes) for n in scraped1},
+        "timings": {  # [seconds, count] over the window: handling, hot rows held
+            k: [v[0] - scraped0[n].timings.get(k, [0.0, 0.0])[0],
+                v[1] - scraped0[n].timings.get(k, [0.0, 0.0])[1]]
+            for n in scraped1
+            for k, v in scraped1[n].timings.items()
+        },  # fmt: skip
         "outcomes": {  # messages retried or dead-lettered, by queue
             k: v
             for n in scraped1
