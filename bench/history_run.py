@@ -40,6 +40,7 @@ from bench.pgstats import pg_io
 from bench.probes import AcceptLog, Prober
 from bench.report_latency import pct, timed_gets
 from bench.stack import (
+    Scrape,
     Stack,
     cpu_s,
     machine_busy_s,
@@ -122,6 +123,16 @@ def cpu_of(stack: Stack, pg_dir: Path) -> dict[str, float]:
     return out
 
 
+def timings(before: dict[str, Scrape], after: dict[str, Scrape]) -> dict[str, list[float]]:
+    """[seconds, count] over the window: handling by queue, the loader's hot-row holds."""
+    out = {}
+    for name, scraped in after.items():
+        for key, (total, n) in scraped.timings.items():
+            was = before[name].timings.get(key, [0.0, 0.0])
+            out[key] = [total - was[0], n - was[1]]
+    return out
+
+
 async def report_latency(stack: Stack, tenant: str, key: str, n: int) -> dict[str, float]:
     """p95 (ms) of the reports a user opens, on ranges ending today."""
     today = time.strftime("%Y-%m-%d", time.gmtime())
@@ -200,12 +211,7 @@ async def live(args: argparse.Namespace, stack: Stack, pg_dir: Path, tenant: str
         },
         "requests_by_op": {n: dict(scraped1[n].requests - scraped0[n].requests) for n in scraped1},
         "s3_bytes": {n: dict(scraped1[n].s3_bytes - scraped0[n].s3_bytes) for n in scraped1},
-        "timings": {  # [seconds, count] over the window: handling, hot rows held
-            k: [v[0] - scraped0[n].timings.get(k, [0.0, 0.0])[0],
-                v[1] - scraped0[n].timings.get(k, [0.0, 0.0])[1]]
-            for n in scraped1
-            for k, v in scraped1[n].timings.items()
-        },  # fmt: skip
+        "timings": timings(scraped0, scraped1),
         "outcomes": {  # messages retried or dead-lettered, by queue
             k: v
             for n in scraped1
