@@ -8,7 +8,8 @@ TOOLS := $(VENV)/tools
 TOOLS_STAMP := $(TOOLS)/.installed-stamp
 
 .PHONY: install tools up test lint typecheck unit integration deploy-check deploy-files compose-check lock \
-	bench bench-engine bench-cost bench-baseline bench-reports bench-hostile bench-store bench-history clean
+	bench bench-engine bench-cost bench-baseline bench-reports bench-hostile bench-store bench-loader \
+	bench-history clean
 
 # The same hashed lock as the image (Dockerfile): CI tests what ships.
 $(STAMP): requirements-dev.lock pyproject.toml
@@ -98,6 +99,10 @@ bench-history: $(BENCH_STAMP)
 
 # Report latency over 10 M tickets (first run: about 25 minutes and 20 GB in .telemetry/).
 # It loads the rollup dimensions the measured reports read; --dims all of them: ~1.5 h.
+# The report loader's cost per 1,000 events, fresh tenant vs. 30 days of history.
+bench-loader: install
+	$(BIN)/python -m bench.loader
+
 bench-reports: install
 	$(BIN)/python -m bench.report_latency --dims all,group,agent
 

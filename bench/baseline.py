@@ -26,8 +26,8 @@ import asyncpg
 import orjson
 
 from bench.stack import stop_on_sigterm
-from services.enricher.metrics import dedupe, evaluate, event_ms
-from shared.events import canonical, format_ms
+from services.enricher.metrics import dedupe, evaluate
+from shared.events import canonical, event_ms, format_ms
 from telemetry.simulate import ticket_life
 from telemetry.up import start_postgres
 

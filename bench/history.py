@@ -5,12 +5,14 @@ abandonments, transfers, messages, replies); their measurements are aggregated
 into rollup rows with the loader's own buckets, bins, dimensions and cell
 format. `measures_of` gives the same measurements as the loader's dicts, so a
 test can check that `rows` equals what `services.loader.rollups.contribution`
-makes of them.
+makes of them. `laid_out` and `fold_states` keep what the loader and its folder
+would have stored by a given time: quarter rows, the coarse rows of closed
+buckets, and the fold state of every coarse bucket.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +22,17 @@ import orjson
 
 from shared.histogram import EDGES, at_most
 from shared.rollups import SLA_CELL, SLA_MS, Rollup, combo, ranked, row_values
-from shared.timebuckets import LEVEL_SECONDS, QUARTER_S, Calendar, calendar_buckets, instant
+from shared.timebuckets import (
+    LEVEL_SECONDS,
+    QUARTER_S,
+    Calendar,
+    Piece,
+    ancestors,
+    calendar_buckets,
+    end_of,
+    epoch_s,
+    instant,
+)
 
 Array = np.ndarray[Any, Any]
 CHANNELS = ("whatsapp", "webchat")
@@ -319,6 +331,31 @@ def _row(dim: str, level: int, at: tuple[int, int], ratio: int, names: list[str]
     columns = row_values(row)
     return (dim, level, bucket, names[at[1]], orjson.dumps(columns["cells"]).decode(),
             columns["hists"], orjson.dumps(columns["pcts"]).decode())  # fmt: skip
+
+
+def closed(piece: Piece, cals: tuple[Calendar, ...], before_s: float) -> bool:
+    """Whether the folder has folded a coarse bucket by `before_s` (now - its grace)."""
+    end = end_of(piece, cals)
+    return end is not None and end <= before_s
+
+
+def laid_out(all_rows: Iterable[Row], cals: tuple[Calendar, ...], before_s: float) -> Iterator[Row]:
+    """The rows as the loader and its folder leave them: every quarter hour, and
+    the coarse rows of closed buckets only (an open one is read from its quarters)."""
+    for row in all_rows:
+        if row[1] == 0 or closed((row[1], epoch_s(row[2])), cals, before_s):
+            yield row
+
+
+def fold_states(
+    m: Measures, cals: tuple[Calendar, ...], before_s: float
+) -> Iterator[tuple[int, datetime, bool]]:
+    """Rows of `rollup_folds` (level, bucket, folded): every coarse bucket holding
+    a measured quarter, folded once closed."""
+    quarters = np.unique(m.at // (1000 * QUARTER_S)) * QUARTER_S
+    pieces = {p for q in quarters.tolist() for p in ancestors(q, cals)}
+    for piece in sorted(pieces):
+        yield piece[0], instant(piece[1]), closed(piece, cals, before_s)
 
 
 def measures_of(h: History, i: int) -> list[dict[str, Any]]:

@@ -3,11 +3,12 @@
 Each ticket's record comes from its event lines (`bench/store_history.Model`,
 the same tickets the ticket store holds) through the enricher's own
 functions, and through JSON as the loader reads it; its rows come from the
-report loader's own functions (`ticket_row`, `measures`). Only the path
-differs: COPY instead of upserts. `tests/integration/test_bench_history_tickets.py`
-checks that the tables then hold exactly what `load_records` leaves for the
-same records. (Rollups come from `bench/history.py`; `bench/history_write.py`
-says which days get these rows.)
+report loader's own functions (`ticket_row`, `measures`, the events one row
+each). Only the path differs: COPY instead of upserts.
+`tests/integration/test_bench_history_tickets.py` checks that the tables then
+hold exactly what `load_records` leaves for the same records. (Rollups come
+from `bench/history.py`; `bench/history_write.py` says which days get these
+rows.)
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ async def copy_records(conn: asyncpg.Connection, recs: list[dict[str, Any]]) -> 
     await conn.copy_records_to_table(
         "tickets", records=[tuple(row[c] for c in columns) for row in rows], columns=columns
     )
+    events = [(r["tenant_id"], r["ticket_id"], e["event_id"], orjson.dumps(e).decode())
+              for r in recs for e in r["events"]]  # fmt: skip
+    await conn.copy_records_to_table(
+        "ticket_events", records=events, columns=("tenant_id", "ticket_id", "event_id", "event")
+    )
     ledger = [m for r in recs for m in measures(r)]
     if ledger:
         mcols = list(ledger[0])
@@ -61,7 +67,7 @@ async def copy_records(conn: asyncpg.Connection, recs: list[dict[str, Any]]) -> 
 
 
 async def write_tickets(conn: asyncpg.Connection, model: Model, days: range) -> int:
-    """Ticket rows and ledger of `days` of the model; returns how many tickets."""
+    """Ticket rows, events and ledger of `days` of the model; returns how many tickets."""
     batch: list[dict[str, Any]] = []
     count = 0
     for rec in records(model, days):

@@ -1,8 +1,9 @@
 """Report latency over a long history: 10 M tickets of one tenant over two years.
 
 Loads the synthetic history of `bench/history.py` into PostgreSQL with COPY,
-into the loader's own tables (`tickets` and `rollups`; once: a rerun of the
-same size reuses it), starts the report service as `telemetry up` would, and
+into the loader's own tables (`tickets`, `rollups` and `rollup_folds`, laid out
+as the loader and its folder leave them; once: a rerun of the same size reuses
+it), starts the report service as `telemetry up` would, and
 prints p50/p95 latency through its HTTP API; then times the same one-year
 summary written directly over the per-ticket table, as without rollups.
 
@@ -30,7 +31,17 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.history import DIMS, TICKET_COLUMNS, History, generate, measures, rows, ticket_rows
+from bench.history import (
+    DIMS,
+    TICKET_COLUMNS,
+    History,
+    fold_states,
+    generate,
+    laid_out,
+    measures,
+    rows,
+    ticket_rows,
+)
 from bench.stack import stop_on_sigterm
 from shared.db import async_url
 from shared.settings import Settings
@@ -82,9 +93,17 @@ async def load(
             "DELETE FROM rollups WHERE tenant_id = $1 AND dim = ANY($2::text[])", tenant, dims
         )
     m = measures(h)
+    before = time.time() - Settings.model_fields["fold_grace_s"].default
+    await conn.execute("DELETE FROM rollup_folds WHERE tenant_id = $1", tenant)
+    await conn.copy_records_to_table(
+        "rollup_folds",
+        records=[(tenant, *state) for state in fold_states(m, cals, before)],
+        columns=("tenant_id", "level", "bucket", "folded"),
+    )
     for dim in dims:
         t0, count = time.perf_counter(), 0
-        for batch in _batches((tenant, *row) for row in rows(h, m, dim, cals)):
+        laid = laid_out(rows(h, m, dim, cals), cals, before)
+        for batch in _batches((tenant, *row) for row in laid):
             await conn.copy_records_to_table(
                 "rollups",
                 records=batch,

@@ -26,7 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 metadata = MetaData()
 
-# One row per ticket: the latest version's API document and its key facts.
+# One row per ticket: the latest version's API document (its events are in
+# `ticket_events`) and its key facts.
 tickets = Table(
     "tickets",
     metadata,
@@ -98,6 +99,31 @@ rollups = Table(
 )
 
 
+# Every coarse bucket (level > 0) of a tenant that holds data, and whether its
+# rows are folded: written once, from its children, when it closed
+# (services/loader/folds.py). Until then reports read its children.
+rollup_folds = Table(
+    "rollup_folds",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("level", SmallInteger, primary_key=True),
+    Column("bucket", DateTime(timezone=True), primary_key=True),
+    Column("folded", Boolean, nullable=False, server_default=text("false")),
+    Index("ix_rollup_folds_open", "tenant_id", postgresql_where=text("NOT folded")),
+)
+
+# The events of a ticket's latest version, one row each (an event id keeps the
+# variant the latest version chose): a new version writes only what changed.
+ticket_events = Table(
+    "ticket_events",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("ticket_id", Text, primary_key=True),
+    Column("event_id", Text, primary_key=True),
+    Column("event", JSON, nullable=False),
+)
+
+
 # Quarter hours whose `all` row changed and is not yet published to the
 # real-time store: written in the loader's transaction, deleted once published.
 _NEXT_OUTBOX_SEQ = text("nextval('realtime_outbox_seq')")
@@ -133,7 +159,8 @@ deployment_state = Table(
 )
 
 # Tables that are a pure function of the ticket store: a rebuild empties them.
-DERIVED_TABLES = ("tickets", "ticket_measures", "rollups", "realtime_outbox")
+DERIVED_TABLES = ("tickets", "ticket_events", "ticket_measures", "rollups", "rollup_folds",
+                  "realtime_outbox")  # fmt: skip
 
 
 def async_url(url: str) -> str:

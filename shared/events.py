@@ -102,6 +102,26 @@ def to_ms(dt: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
+def event_ms(event: dict[str, Any]) -> int:
+    return to_ms(datetime.fromisoformat(event["occurred_at"]))
+
+
+def evaluation_order(
+    events: list[dict[str, Any]],
+) -> tuple[int | None, list[tuple[int, int, str, dict[str, Any]]]]:
+    """(creation time, (effective time, type rank, event_id, event) in evaluation
+    order) of a ticket's distinct events (SPEC §1): the enricher walks them so,
+    and the ticket endpoint lists them so."""
+    stamped = [(event_ms(e), e) for e in events]
+    creations = [t for t, e in stamped if e["type"] == "ticket_created"]
+    created_at = min(creations) if creations else None
+    floor = created_at if created_at is not None else -(2**62)
+    return created_at, sorted(
+        ((max(t, floor), TYPE_RANK[e["type"]], e["event_id"], e) for t, e in stamped),
+        key=lambda item: (item[0], item[1], item[2]),
+    )
+
+
 def _string(event: dict[str, Any], name: str, *, required: bool, max_len: int = MAX_ID_LEN) -> None:
     if name not in event:
         if required:

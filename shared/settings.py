@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     # and the report service must agree; a zone added later has rows only from
     # then on.
     report_zones: str = "UTC,America/Sao_Paulo"
+    # A coarse rollup bucket is folded this long after it ends (late events
+    # before then need no read-modify-write of coarse rows).
+    fold_grace_s: float = Field(default=900.0, ge=0)
+    fold_every_s: float = Field(default=10.0, gt=0)  # how often the loader's folder runs
 
     def report_calendars(self) -> tuple[Calendar, ...]:
         return calendars(tuple(z.strip() for z in self.report_zones.split(",") if z.strip()))

@@ -135,9 +135,7 @@ def decompose_local(cal: Calendar, start: date, end: date) -> list[Piece]:
             pieces.append((cal.code + 1, local_midnight(day, zone)))
             day += timedelta(days=7)
         else:
-            begins = local_midnight(day, zone)
-            if begins != local_midnight(day + timedelta(days=1), zone):  # a skipped day is empty
-                pieces.append((cal.day_level, begins))
+            pieces.extend(_local_days(cal, day, day + timedelta(days=1)))
             day += timedelta(days=1)
     return pieces
 
@@ -150,3 +148,64 @@ def epoch_s(t: datetime) -> int:
 def instant(seconds: int) -> datetime:
     """An epoch second as an aware UTC datetime, as the database stores buckets."""
     return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def calendar_of(level: int, cals: tuple[Calendar, ...]) -> Calendar | None:
+    """The report zone whose day, week or month `level` is (None: not one of `cals`)."""
+    code = level - (level - CALENDAR_LEVELS) % 3
+    return next((c for c in cals if c.code == code), None)
+
+
+def _local_days(cal: Calendar, first: date, end: date) -> list[Piece]:
+    """The zone's days [first, end) as day-level pieces (a skipped day is empty)."""
+    zone = cal.zone
+    out: list[Piece] = []
+    day = first
+    while day < end:
+        begins = local_midnight(day, zone)
+        if begins != local_midnight(day + timedelta(days=1), zone):
+            out.append((cal.day_level, begins))
+        day += timedelta(days=1)
+    return out
+
+
+def _zone_span(piece: Piece, cal: Calendar) -> tuple[int, date, date]:
+    """(kind 0 day / 1 week / 2 month, first local day, day after the last)."""
+    level, start = piece
+    kind = (level - CALENDAR_LEVELS) % 3 if level >= CALENDAR_LEVELS else 0
+    day = datetime.fromtimestamp(start, cal.zone).date()
+    end = (day + timedelta(days=1), day + timedelta(days=7), _next_month(day))[kind]
+    return kind, day, end
+
+
+def end_of(piece: Piece, cals: tuple[Calendar, ...]) -> int | None:
+    """When a bucket ends, in epoch seconds (None: a zone not in `cals`)."""
+    level, start = piece
+    if level < CALENDAR_LEVELS:
+        return start + LEVEL_SECONDS[level]
+    cal = calendar_of(level, cals)
+    if cal is None:
+        return None
+    _, _, end = _zone_span(piece, cal)
+    return local_midnight(end, cal.zone)
+
+
+def children(piece: Piece, cals: tuple[Calendar, ...]) -> list[Piece]:
+    """The buckets one level finer whose union a coarse bucket is: four (a 1 h or
+    UTC 4^k-day bucket), a zone day's quarters, a zone week's or month's days."""
+    level, start = piece
+    if level < CALENDAR_LEVELS:
+        width = LEVEL_SECONDS[level - 1]
+        return [(level - 1, start + i * width) for i in range(LEVEL_SECONDS[level] // width)]
+    cal = calendar_of(level, cals)
+    if cal is None:
+        raise ValueError(f"level {level} is not a level of the report zones {cals}")
+    kind, day, end = _zone_span(piece, cal)
+    if kind == 0:
+        return [(0, t) for t in range(start, local_midnight(end, cal.zone), QUARTER_S)]
+    return _local_days(cal, day, end)
+
+
+def ancestors(quarter_s: int, cals: tuple[Calendar, ...]) -> list[Piece]:
+    """Every coarse bucket (all levels but the quarter hours) holding a quarter."""
+    return buckets_of(quarter_s * 1000, cals)[1:]

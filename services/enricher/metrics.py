@@ -9,16 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
 
-from shared.events import TYPE_RANK, format_ms, to_ms
-
-
-def event_ms(event: dict[str, Any]) -> int:
-    return to_ms(datetime.fromisoformat(event["occurred_at"]))
+from shared.events import evaluation_order, format_ms
 
 
 def dedupe(lines: Iterable[bytes]) -> tuple[list[dict[str, Any]], int]:
@@ -346,15 +341,7 @@ class _Walk:
 
 def evaluate(events: Iterable[dict[str, Any]]) -> TicketResult:
     """Metrics of one ticket from its distinct events (see `dedupe`)."""
-    evs = list(events)
-    stamped = [(event_ms(e), e) for e in evs]
-    creations = [t for t, e in stamped if e["type"] == "ticket_created"]
-    created_at = min(creations) if creations else None
-    floor = created_at if created_at is not None else -(2**62)
-    order = sorted(
-        ((max(t, floor), TYPE_RANK[e["type"]], e["event_id"], e) for t, e in stamped),
-        key=lambda item: (item[0], item[1], item[2]),
-    )
+    created_at, order = evaluation_order(list(events))
     r = TicketResult(created_at=created_at, events=[item[3] for item in order])
     if created_at is None:
         for t, _, _, e in order:  # evaluation order, so `messages` is arrival-independent

@@ -1,10 +1,12 @@
-"""The loader drains both SNS-fed queues: real-time (DynamoDB) and reports (PostgreSQL)."""
+"""The loader drains both SNS-fed queues: real-time (DynamoDB) and reports (PostgreSQL);
+it also folds closed coarse rollup buckets (services/loader/folds.py), a bounded
+round every few seconds that stops with the workers on SIGTERM."""
 
 from __future__ import annotations
 
 from functools import partial
 
-from services.loader import quarters, realtime, reports
+from services.loader import folds, quarters, realtime, reports
 from shared.aws import open_aws
 from shared.db import make_engine
 from shared.pipeline import REALTIME_QUEUE, REPORTS_QUEUE
@@ -36,6 +38,8 @@ async def run(settings: Settings) -> None:
                 await queue_worker(aws.sqs, settings, REPORTS_QUEUE, partial(reports.handle, rp)),
             ]
             publish = partial(quarters.publish, engine, aws.dynamodb, settings.realtime_table)
-            await run_workers(settings, aws, workers, [(quarters.PUBLISH_EVERY_S, publish)])
+            fold = partial(folds.fold_closed, engine, rp.calendars, settings.fold_grace_s)
+            periodic = [(quarters.PUBLISH_EVERY_S, publish), (settings.fold_every_s, fold)]
+            await run_workers(settings, aws, workers, periodic)
     finally:
         await engine.dispose()

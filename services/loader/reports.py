@@ -4,34 +4,39 @@ A ticket row is replaced only by a higher version (its event set only grows).
 In the same transaction, under that row's lock, its old measurements are
 deleted from the ledger and retracted from the rollups, and the new ones are
 inserted and added: a redelivered or concurrent batch can never count a ticket
-twice or bring back an old version.
+twice or bring back an old version. Only quarter-hour rollup rows are written,
+plus the coarse rows of buckets already folded (services/loader/folds.py).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from botocore.exceptions import BotoCoreError, ClientError
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.loader.batches import batch_records
+from services.loader.folds import hold, lift
 from services.loader.quarters import enqueue, publish
-from services.loader.rollups import Key, apply, changes, contribution
+from services.loader.rollups import MEASURE_FIELDS, Key, apply, changes, contribution
 from shared.db import report_zones, ticket_measures, tickets
 from shared.isolation import bisect_failures, park, reason_of
 from shared.layout import ENRICHED, expect_key
 from shared.objects import get_bytes
+from shared.observe import HOT_ROWS_HELD_SECONDS
 from shared.timebuckets import Calendar
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_s3 import S3Client
 
@@ -119,7 +124,7 @@ def ticket_row(rec: dict[str, Any]) -> dict[str, Any]:
         "last_agent_id": f["last_agent_id"],
         "created_at": _ts(f["created_at"]),
         "closed_at": _ts(f["closed_at"]),
-        "doc": {k: rec[k] for k in ("metrics", "group_stints", "agent_stints", "events")},
+        "doc": {k: rec[k] for k in ("metrics", "group_stints", "agent_stints")},
         "first_assigned_at": _ts(f["first_assigned_at"]),
         "first_response_at": _ts(f["first_response_at"]),
         "wait_time_ms": m["wait_time_ms"],
@@ -151,11 +156,75 @@ def _upsert(records: list[dict[str, Any]]) -> Any:
     ).returning(tickets.c.tenant_id, tickets.c.ticket_id)
 
 
+OLD_MEASURES_SQL = text("""
+SELECT m.ctid::text AS row_id, m.* FROM ticket_measures AS m
+JOIN unnest(CAST(:tenants AS text[]), CAST(:tickets AS text[])) AS k(tenant_id, ticket_id)
+  ON m.tenant_id = k.tenant_id AND m.ticket_id = k.ticket_id
+""")
+DELETE_MEASURES_SQL = text(
+    "DELETE FROM ticket_measures WHERE ctid = ANY(CAST(CAST(:rows AS text[]) AS tid[]))"
+)  # rows of tickets whose row lock this transaction holds: their ctids stay put
+
+
+async def replace_measures(
+    conn: AsyncConnection, keys: set[tuple[str, str]], records: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Bring the ledger to the records' measurements, deleting and inserting only
+    the ones that changed (a new version of a big ticket changes a few);
+    returns (removed, added)."""
+    tenants, tickets_ = zip(*sorted(keys), strict=True)
+    old = (await conn.execute(
+        OLD_MEASURES_SQL, {"tenants": list(tenants), "tickets": list(tickets_)}
+    )).mappings().all()  # fmt: skip
+    removed, added = changes(old, [row for r in records for row in measures(r)])
+    ids: dict[tuple[Any, ...], list[str]] = {}
+    for m in old:
+        ids.setdefault(_identity(m), []).append(m["row_id"])
+    doomed = [ids[_identity(m)].pop() for m in removed]
+    if doomed:
+        await conn.execute(DELETE_MEASURES_SQL, {"rows": doomed})
+    if added:
+        await conn.execute(insert(ticket_measures), added)
+    return removed, added
+
+
+def _identity(m: Mapping[Any, Any]) -> tuple[Any, ...]:
+    return tuple(m[f] for f in MEASURE_FIELDS)
+
+
+EVENTS_SQL = text("""
+INSERT INTO ticket_events AS t (tenant_id, ticket_id, event_id, event)
+SELECT * FROM unnest(CAST(:tenants AS text[]), CAST(:tickets AS text[]),
+                     CAST(:ids AS text[]), CAST(CAST(:events AS text[]) AS json[]))
+ON CONFLICT (tenant_id, ticket_id, event_id) DO UPDATE SET event = excluded.event
+WHERE CAST(t.event AS text) <> CAST(excluded.event AS text)
+""")
+
+
+async def write_events(conn: AsyncConnection, records: list[dict[str, Any]]) -> None:
+    """Each new event, and each event whose kept variant changed (SPEC §1: the
+    one whose canonical JSON sorts first); the others are not rewritten. One
+    statement of arrays: compiled once, any number of rows."""
+    columns: dict[str, list[str]] = {"tenants": [], "tickets": [], "ids": [], "events": []}
+    for r in records:
+        for e in r["events"]:
+            columns["tenants"].append(r["tenant_id"])
+            columns["tickets"].append(r["ticket_id"])
+            columns["ids"].append(e["event_id"])
+            columns["events"].append(orjson.dumps(e).decode())
+    if columns["ids"]:
+        await conn.execute(EVENTS_SQL, columns)
+
+
 async def load_records(
-    engine: AsyncEngine, records: list[dict[str, Any]], cals: tuple[Calendar, ...] = ()
+    engine: AsyncEngine,
+    records: list[dict[str, Any]],
+    cals: tuple[Calendar, ...] = (),
+    held: list[float] | None = None,
 ) -> int:
     """Upsert newer versions, their measurements and their rollup deltas, in one
-    transaction; returns how many tickets changed."""
+    transaction; returns how many tickets changed. `held` (for the benchmark)
+    gets the seconds the tenant's hot rollup rows were locked, until commit."""
     records = sorted(records, key=lambda r: (r["tenant_id"], r["ticket_id"]))  # lock order
     changed = 0
     deltas: dict[str, dict[Key, Any]] = {}
@@ -165,27 +234,22 @@ async def load_records(
             keys = {(row.tenant_id, row.ticket_id) for row in await conn.execute(_upsert(chunk))}
             if not keys:
                 continue
-            old = await conn.execute(
-                delete(ticket_measures)
-                .where(tuple_(ticket_measures.c.tenant_id, ticket_measures.c.ticket_id).in_(keys))
-                .returning(*ticket_measures.c)
-            )
-            rows = [
-                row
-                for r in chunk
-                if (r["tenant_id"], r["ticket_id"]) in keys
-                for row in measures(r)
-            ]
-            if rows:
-                await conn.execute(insert(ticket_measures), rows)
-            removed, added = changes(old.mappings(), rows)  # most measurements stay
+            newer = [r for r in chunk if (r["tenant_id"], r["ticket_id"]) in keys]
+            await write_events(conn, newer)
+            removed, added = await replace_measures(conn, keys, newer)
             for sign, changed_rows in ((-1, removed), (1, added)):
                 for m in changed_rows:
-                    contribution([m], sign, deltas.setdefault(m["tenant_id"], {}), cals)
+                    contribution([m], sign, deltas.setdefault(m["tenant_id"], {}), finest=True)
             changed += len(keys)
+        hot = time.perf_counter()
         for tenant in sorted(deltas):  # last, in key order: hot rows are held briefly
-            await apply(conn, tenant, deltas[tenant])
+            delta = deltas[tenant]
+            folded = await hold(conn, tenant, {b for _, lv, b, _ in delta if lv == 0}, cals)
+            lift(delta, folded, cals)
+            await apply(conn, tenant, delta)
         await enqueue(conn, deltas)
+    if held is not None and deltas:
+        held.append(time.perf_counter() - hot)
     return changed
 
 
@@ -209,7 +273,10 @@ async def handle(deps: ReportLoaderDeps, key: str) -> None:
     records = batch_records(await get_bytes(deps.s3, deps.bucket, key), tenant)
 
     async def load(part: Sequence[dict[str, Any]]) -> None:
-        await load_records(deps.engine, list(part), deps.calendars)
+        held: list[float] = []
+        await load_records(deps.engine, list(part), deps.calendars, held)
+        for seconds in held:
+            HOT_ROWS_HELD_SECONDS.observe(seconds)
 
     # A ticket PostgreSQL cannot take (a NUL in an id from before validation
     # refused it) is parked; the rest of the batch is loaded.

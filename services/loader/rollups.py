@@ -2,9 +2,11 @@
 
 The loader retracts the measurements it deletes from the ledger and adds the
 ones it inserts, under the ticket row's lock: each version's contribution is
-counted exactly once. The touched rollup rows are locked by one upsert in key
-order (so concurrent loaders cannot deadlock each other), merged here and
-written back, with the percentiles of each row, before the transaction commits.
+counted exactly once. It writes the quarter-hour rows, and the coarse rows of
+buckets already folded (services/loader/folds.py). The touched rollup rows are
+locked by one upsert in key order (so concurrent loaders cannot deadlock each
+other), merged here and written back, with the percentiles of each row, before
+the transaction commits.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from shared.rollups import (
     merged_values,
     ranked,
 )
-from shared.timebuckets import Calendar, buckets_of, epoch_s, instant, span_s
+from shared.timebuckets import QUARTER_S, Calendar, buckets_of, epoch_s, instant, span_s
 
 SUMMARY_KINDS = frozenset({
     "created", "closed", "abandoned", "transfers", "customer_message", "agent_message",
@@ -65,7 +67,7 @@ def _epoch_ms(at: datetime | int) -> int:
     return at if isinstance(at, int) else to_ms(at)
 
 
-MEASURE_FIELDS = ("tenant_id", "kind", "at", "value_ms", "agent_id", "channel",
+MEASURE_FIELDS = ("tenant_id", "ticket_id", "kind", "at", "value_ms", "agent_id", "channel",
                   "first_group_id", "last_agent_id", "group_id", "answered", "abandoned",
                   "transferred_out")  # fmt: skip
 
@@ -73,8 +75,8 @@ MEASURE_FIELDS = ("tenant_id", "kind", "at", "value_ms", "agent_id", "channel",
 def changes(
     old: Iterable[Mapping[Any, Any]], new: Iterable[Mapping[Any, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(removed, added): the measurements only in `old`, only in `new`, as multisets.
-    A new version of a ticket usually changes few of them."""
+    """(removed, added): the measurements only in `old`, only in `new`, as multisets
+    (per ticket). A new version of a ticket usually changes few of them."""
     before = Counter(tuple(m[f] for f in MEASURE_FIELDS) for m in old)
     after = Counter(tuple(m[f] for f in MEASURE_FIELDS) for m in new)
     return (
@@ -88,13 +90,16 @@ def contribution(
     sign: int,
     into: dict[Key, Rollup],
     cals: tuple[Calendar, ...] = (),
+    finest: bool = False,
 ) -> None:
     """Add (sign=1) or retract (sign=-1) measurements into `into`, in the UTC
-    buckets and in the calendar buckets of every report zone."""
+    buckets and in the calendar buckets of every report zone; with `finest`,
+    in the quarter hours only (what the loader writes)."""
     for m in measures:
         value = m["value_ms"]
         total = 0 if value is None else sign * value
-        buckets = buckets_of(_epoch_ms(m["at"]), cals)
+        ms = _epoch_ms(m["at"])
+        buckets = [(0, ms // 1000 - ms // 1000 % QUARTER_S)] if finest else buckets_of(ms, cals)
         for dim, dim_value, kind in _slots(m):
             hist = value is not None and kind in ranked(dim)
             b = bin_of(value) if hist else 0

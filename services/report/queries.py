@@ -1,5 +1,6 @@
 """Reports from the rollups: a range becomes a few aligned buckets per point,
-whose counts, sums and histograms are merged here.
+whose counts, sums and histograms are merged here. A coarse bucket not folded
+yet (its period is open) is read as its children, down to quarter hours.
 
 The cost of a report depends on the number of buckets and dimension values it
 reads, never on the number of tickets.
@@ -7,6 +8,8 @@ reads, never on the number of tickets.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
@@ -14,9 +17,10 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.report.stats import merged_stats, ratio
+from shared.events import evaluation_order
 from shared.histogram import EDGES, last_bin_at_most, rank
 from shared.http import ApiError
 from shared.rollups import (
@@ -32,6 +36,7 @@ from shared.rollups import (
 from shared.timebuckets import (
     Calendar,
     Piece,
+    children,
     decompose,
     decompose_local,
     epoch_s,
@@ -55,6 +60,9 @@ class Filters:
     channel: str | None = None
 
 
+UNFOLDED_SQL = text(
+    "SELECT level, bucket FROM rollup_folds WHERE tenant_id = :tenant AND NOT folded"
+)
 ROLLUP_SQL = """
 SELECT p.i, r.dim_value, r.cells,
        CASE WHEN p.single THEN r.pcts END AS pcts,
@@ -168,6 +176,37 @@ def _pieces(lo: datetime, hi: datetime, cal: Calendar | None) -> list[Piece]:
         ) from exc
 
 
+@asynccontextmanager
+async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One snapshot for the fold states and the rows read with them."""
+    async with engine.connect() as conn:
+        yield await conn.execution_options(isolation_level="REPEATABLE READ")
+
+
+async def _unfolded(conn: AsyncConnection, tenant: str) -> set[Piece]:
+    """The tenant's coarse buckets not folded yet: open ones (a few per level)
+    and closed ones the folder has not reached."""
+    rows = await conn.execute(UNFOLDED_SQL, {"tenant": tenant})
+    return {(level, epoch_s(bucket)) for level, bucket in rows}
+
+
+def _expanded(pieces: list[Piece], unfolded: set[Piece], cal: Calendar | None) -> list[Piece]:
+    """Pieces with every unfolded coarse bucket replaced by its children, down
+    to the quarter hours the loader writes (services/loader/folds.py)."""
+    if not unfolded:
+        return pieces
+    cals = () if cal is None else (cal,)
+    out: list[Piece] = []
+    todo = pieces[::-1]
+    while todo:
+        piece = todo.pop()
+        if piece[0] > 0 and piece in unfolded:
+            todo.extend(children(piece, cals)[::-1])
+        else:
+            out.append(piece)
+    return out
+
+
 async def _points(
     engine: AsyncEngine,
     tenant: str,
@@ -184,15 +223,16 @@ async def _points(
     buckets: list[datetime] = []
     points: list[int] = []
     single: list[bool] = []
-    for i, (lo, hi) in enumerate(pairwise(bounds)):
-        pieces = _pieces(lo, hi, cal)
-        for level, bucket in pieces:
-            levels.append(level)
-            buckets.append(instant(bucket))
-            points.append(i)
-            single.append(len(pieces) == 1 and not merge_values)
     out: dict[tuple[int, str], Point] = {}
-    async with engine.connect() as conn:
+    async with _snapshot(engine) as conn:
+        unfolded = await _unfolded(conn, tenant)
+        for i, (lo, hi) in enumerate(pairwise(bounds)):
+            pieces = _expanded(_pieces(lo, hi, cal), unfolded, cal)
+            for level, bucket in pieces:
+                levels.append(level)
+                buckets.append(instant(bucket))
+                points.append(i)
+                single.append(len(pieces) == 1 and not merge_values)
         params = {"tenant": tenant, "dim": dim, "levels": levels, "buckets": buckets,
                   "points": points, "single": single, **(params or {})}  # fmt: skip
         result = await conn.execute(text(ROLLUP_SQL.format(where=where)), params)
@@ -227,15 +267,15 @@ async def _by_value(
     """Per dimension value over [start, end): the counts and sums of `kinds`,
     added up by PostgreSQL (one row per value), and the percentiles of the
     value's histograms, which arrive as one concatenated string."""
-    pieces = _pieces(start, end, cal)
     sums = ", ".join(  # kinds are this module's constants, never user input
         f"sum(CAST(r.cells #>> '{{{kind},{i}}}' AS bigint)) AS {kind}_{i}"
         for kind in kinds
         for i in (0, 1)
     )
-    params = {"tenant": tenant, "dim": dim, "levels": [lv for lv, _ in pieces],
-              "buckets": [instant(b) for _, b in pieces]}  # fmt: skip
-    async with engine.connect() as conn:
+    async with _snapshot(engine) as conn:
+        pieces = _expanded(_pieces(start, end, cal), await _unfolded(conn, tenant), cal)
+        params = {"tenant": tenant, "dim": dim, "levels": [lv for lv, _ in pieces],
+                  "buckets": [instant(b) for _, b in pieces]}  # fmt: skip
         result = await conn.execute(text(BY_VALUE_SQL.format(sums=sums)), params)
         rows = result.all()
     points: dict[str, Point] = {}
@@ -345,11 +385,15 @@ async def agents(
 
 
 async def ticket_doc(engine: AsyncEngine, tenant: str, ticket_id: str) -> dict[str, Any] | None:
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                text("SELECT doc FROM tickets WHERE tenant_id = :t AND ticket_id = :id"),
-                {"t": tenant, "id": ticket_id},
-            )
-        ).first()
-    return None if row is None else dict(row.doc)
+    """The ticket's document; its events, kept one per row, in evaluation order."""
+    async with _snapshot(engine) as conn:
+        row = (await conn.execute(TICKET_SQL, {"t": tenant, "id": ticket_id})).first()
+        if row is None:
+            return None
+        events = [e for (e,) in await conn.execute(EVENTS_SQL, {"t": tenant, "id": ticket_id})]
+    _, order = evaluation_order(events)
+    return {**row.doc, "events": [e for *_, e in order]}
+
+
+TICKET_SQL = text("SELECT doc FROM tickets WHERE tenant_id = :t AND ticket_id = :id")
+EVENTS_SQL = text("SELECT event FROM ticket_events WHERE tenant_id = :t AND ticket_id = :id")

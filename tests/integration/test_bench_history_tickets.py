@@ -3,7 +3,8 @@
 Two tenants get the same tickets of the store model (`bench/store_history.py`):
 one through `bench.history_tickets` (COPY), the other through the loader's
 `load_records` in batches, as enriched objects arrive. Every column of
-`tickets` and every row of `ticket_measures` must be equal, tenant aside.
+`tickets` and every row of `ticket_events` and `ticket_measures` must be
+equal, tenant aside.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ async def test_copied_tickets_and_ledger_equal_the_loaders(fresh_database_url: s
         recs = list(records(loaded, range(DAYS)))
         for start in range(0, len(recs), 20):
             await load_records(engine, recs[start : start + 20])
-        for name in ("tickets", "ticket_measures"):
+        for name in ("tickets", "ticket_events", "ticket_measures"):
             want = await table(conn, name, loaded.tenant)
             got = await table(conn, name, copied.tenant)
             assert len(want) > DAYS * 25 - 1

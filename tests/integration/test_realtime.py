@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.enricher.handler import ticket_record
-from services.enricher.metrics import TicketResult, evaluate, event_ms
+from services.enricher.metrics import TicketResult, evaluate
 from services.loader.quarters import CLAIM_SQL, DONE_SQL, enqueue, publish, quarter_item
 from services.loader.realtime import realtime_item
 from services.loader.reports import load_records
@@ -27,7 +27,7 @@ from services.report.realtime import realtime_view
 from services.report.stats import stats
 from shared.aws import Aws, open_aws
 from shared.db import make_engine
-from shared.events import format_ms, to_ms
+from shared.events import event_ms, format_ms, to_ms
 from shared.realtime import OPEN_INDEX, OPEN_KEY, put_if_newer, quarter_key, quarters_partition
 from shared.rollups import Rollup
 from shared.settings import Settings

@@ -7,7 +7,7 @@ from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import orjson
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.loader.rollups import Key, changes, contribution
@@ -27,10 +27,13 @@ from shared.rollups import (
 )
 from shared.timebuckets import (
     LEVEL_SECONDS,
+    ancestors,
     buckets_of,
     calendars,
+    children,
     decompose,
     decompose_local,
+    end_of,
     epoch_s,
     local_midnight,
 )
@@ -113,8 +116,8 @@ def test_an_instant_falls_in_one_bucket_per_level() -> None:
 
 
 def measure(kind: str, at: datetime, value: int | None = None, **extra: object) -> Measure:
-    base = {"kind": kind, "at": at, "value_ms": value, "agent_id": None, "channel": "web",
-            "first_group_id": "g1", "last_agent_id": "a1", "group_id": None,
+    base = {"ticket_id": "t", "kind": kind, "at": at, "value_ms": value, "agent_id": None,
+            "channel": "web", "first_group_id": "g1", "last_agent_id": "a1", "group_id": None,
             "answered": None, "abandoned": None, "transferred_out": None}  # fmt: skip
     return {**base, **extra}
 
@@ -284,3 +287,21 @@ def test_a_utc_report_zone_reads_and_writes_its_days_as_the_utc_day_level() -> N
     assert days == [(2, local_midnight(date(2026, 3, 4), utc.zone)),
                     (2, local_midnight(date(2026, 3, 5), utc.zone))]  # fmt: skip
     assert dict(buckets_of(epoch_s(t) * 1000))[2] == days[0][1]
+
+
+@settings(deadline=None)  # a zone's first use loads its rules
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2040, 1, 1)))
+def test_every_coarse_bucket_is_the_exact_union_of_its_children(t: datetime) -> None:
+    """What the folder sums and what reports expand an open bucket into: the
+    children tile the bucket, and each holds the quarter it came from."""
+    cals = calendars(("UTC", "America/Sao_Paulo", "Asia/Kathmandu", "Pacific/Apia"))
+    s = epoch_s(t.replace(tzinfo=UTC))
+    quarter = s - s % 900
+    for piece in ancestors(quarter, cals):
+        parts = children(piece, cals)
+        ends = [end_of(p, cals) for p in parts]
+        assert [p[1] for p in parts] == [piece[1], *ends[:-1]]  # contiguous, in order
+        assert ends[-1] == end_of(piece, cals)
+        assert any(lo <= quarter < hi for (_, lo), hi in zip(parts, ends, strict=True))
+        if piece[0] in (1, cals[1].code):  # hours and zone days are unions of quarters
+            assert {lv for lv, _ in parts} == {0}

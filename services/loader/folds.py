@@ -1,0 +1,196 @@
+"""Coarse rollup buckets, folded once from their children when they close.
+
+A batch writes only quarter-hour rows. Every coarse bucket (1 h to 256 d, and
+the report zones' days, weeks and months: exact unions of quarters) that holds
+data has a row in `rollup_folds`. The protocol that keeps every level exact:
+
+- A loader, in its transaction, creates the fold states of the ancestors of
+  the quarters it changes (if missing) and takes them FOR SHARE, in key order.
+  Those already folded also get the batch's delta on their coarse rows (a late
+  event: rare). Loaders never wait for each other on these rows.
+- The folder takes one closed bucket's state FOR UPDATE SKIP LOCKED, so it
+  never waits: the state is free only when no loader that touched the bucket is
+  in flight. It sums the children (quarters, or the next finer level's folded
+  rows, all children folded first), writes the coarse rows and marks the bucket
+  folded, in one transaction. A loader that comes later waits for that commit
+  (its FOR SHARE) and then, under READ COMMITTED, sees `folded` and adds its
+  delta to the folded rows itself. Every change is counted exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared.rollups import Rollup, decode_hists, row_values
+from shared.timebuckets import (
+    Calendar,
+    Piece,
+    ancestors,
+    children,
+    end_of,
+    epoch_s,
+    instant,
+    span_s,
+)
+
+log = logging.getLogger(__name__)
+Key = tuple[str, int, int, str]  # dim, level, bucket (epoch s), dim_value
+
+CREATE_SQL = text("""
+INSERT INTO rollup_folds (tenant_id, level, bucket)
+SELECT :tenant, k.level, k.bucket
+FROM unnest(CAST(:levels AS smallint[]), CAST(:buckets AS timestamptz[])) AS k(level, bucket)
+ORDER BY k.level, k.bucket
+ON CONFLICT DO NOTHING
+""")
+HOLD_SQL = text("""
+SELECT f.level, f.bucket, f.folded FROM rollup_folds AS f
+JOIN unnest(CAST(:levels AS smallint[]), CAST(:buckets AS timestamptz[])) AS k(level, bucket)
+  ON f.tenant_id = :tenant AND f.level = k.level AND f.bucket = k.bucket
+ORDER BY f.level, f.bucket
+FOR SHARE OF f
+""")
+
+
+async def hold(
+    conn: AsyncConnection, tenant: str, quarters: Iterable[int], cals: tuple[Calendar, ...]
+) -> set[Piece]:
+    """Create and share-lock the fold states of the quarters' ancestors; returns
+    the folded ones (their coarse rows need the batch's delta)."""
+    pieces = sorted({p for q in set(quarters) for p in ancestors(q, cals)})
+    if not pieces:
+        return set()
+    params = {"tenant": tenant, "levels": [lv for lv, _ in pieces],
+              "buckets": [instant(b) for _, b in pieces]}  # fmt: skip
+    await conn.execute(CREATE_SQL, params)
+    held = await conn.execute(HOLD_SQL, params)
+    return {(level, epoch_s(bucket)) for level, bucket, folded in held if folded}
+
+
+def lift(delta: dict[Key, Rollup], folded: set[Piece], cals: tuple[Calendar, ...]) -> None:
+    """Add the quarter rows' delta to the folded coarse buckets holding them."""
+    if not folded:
+        return
+    for (dim, level, bucket, value), rollup in list(delta.items()):
+        if level != 0:
+            continue
+        for piece in ancestors(bucket, cals):
+            if piece in folded:
+                key = (dim, *piece, value)
+                mine = delta.get(key)
+                if mine is None:
+                    mine = delta[key] = Rollup()
+                mine.add(rollup)
+
+
+CLAIM_SQL = text("""
+SELECT 1 FROM rollup_folds
+WHERE tenant_id = :tenant AND level = :level AND bucket = :bucket AND NOT folded
+FOR UPDATE SKIP LOCKED
+""")
+PENDING_SQL = text("""
+SELECT count(*) FROM rollup_folds AS f
+JOIN unnest(CAST(:levels AS smallint[]), CAST(:buckets AS timestamptz[])) AS k(level, bucket)
+  ON f.tenant_id = :tenant AND f.level = k.level AND f.bucket = k.bucket
+WHERE NOT f.folded
+""")
+CHILDREN_SQL = text("""
+SELECT r.dim, r.dim_value, r.cells, r.hists FROM rollups AS r
+JOIN unnest(CAST(:levels AS smallint[]), CAST(:buckets AS timestamptz[])) AS k(level, bucket)
+  ON r.tenant_id = :tenant AND r.level = k.level AND r.bucket = k.bucket
+""")
+CLEAR_SQL = text(
+    "DELETE FROM rollups WHERE tenant_id = :tenant AND level = :level AND bucket = :bucket"
+)
+WRITE_SQL = text("""
+INSERT INTO rollups (tenant_id, dim, level, bucket, dim_value, cells, hists, pcts, version)
+SELECT :tenant, u.dim, :level, :bucket, u.value, CAST(u.cells AS jsonb), u.hists,
+       CAST(u.pcts AS jsonb), nextval('rollups_version_seq')
+FROM unnest(CAST(:dims AS text[]), CAST(:values AS text[]), CAST(:cells AS text[]),
+            CAST(:hists AS bytea[]), CAST(:pcts AS text[])) AS u(dim, value, cells, hists, pcts)
+""")
+ROW_COLUMNS = ("dims", "values", "cells", "hists", "pcts")
+DONE_SQL = text("""
+UPDATE rollup_folds SET folded = true
+WHERE tenant_id = :tenant AND level = :level AND bucket = :bucket
+""")
+
+
+def summed(rows: Iterable[Any]) -> dict[tuple[str, str], Rollup]:
+    """Children rows added up per (dimension, value)."""
+    out: dict[tuple[str, str], Rollup] = {}
+    for dim, value, cells, hists in rows:
+        mine = out.get((dim, value))
+        if mine is None:
+            mine = out[(dim, value)] = Rollup()
+        mine.add(Rollup({k: list(v) for k, v in cells.items()}, decode_hists(hists)))
+    return out
+
+
+async def fold(engine: AsyncEngine, tenant: str, piece: Piece, cals: tuple[Calendar, ...]) -> bool:
+    """Fold one closed bucket from its children; False if it was not (a loader
+    holds it, another folder did it, or a child is not folded yet)."""
+    level, bucket = piece
+    at = {"tenant": tenant, "level": level, "bucket": instant(bucket)}
+    parts = children(piece, cals)
+    inner = {"tenant": tenant, "levels": [lv for lv, _ in parts],
+             "buckets": [instant(b) for _, b in parts]}  # fmt: skip
+    async with engine.begin() as conn:
+        if (await conn.execute(CLAIM_SQL, at)).first() is None:
+            return False
+        if parts and parts[0][0] > 0 and (await conn.execute(PENDING_SQL, inner)).scalar_one():
+            return False
+        rows = summed(await conn.execute(CHILDREN_SQL, inner))
+        await conn.execute(CLEAR_SQL, at)
+        written: dict[str, list[Any]] = {k: [] for k in ROW_COLUMNS}
+        for (dim, value), rollup in sorted(rows.items()):
+            stored = row_values(rollup.pruned())
+            if not stored["cells"] and not stored["hists"]:
+                continue
+            for name, item in (("dims", dim), ("values", value),
+                               ("cells", orjson.dumps(stored["cells"]).decode()),
+                               ("hists", stored["hists"]),
+                               ("pcts", orjson.dumps(stored["pcts"]).decode())):  # fmt: skip
+                written[name].append(item)
+        if written["dims"]:
+            await conn.execute(WRITE_SQL, {**at, **written})
+        await conn.execute(DONE_SQL, at)
+    return True
+
+
+OPEN_SQL = text("SELECT tenant_id, level, bucket FROM rollup_folds WHERE NOT folded")
+
+
+def closed_first(
+    states: Iterable[tuple[str, int, int]], cals: tuple[Calendar, ...], before_s: float
+) -> list[tuple[str, int, int]]:
+    """The buckets that ended before `before_s`, finer levels first (a bucket
+    folds from folded children). Zones not in `cals` are left alone."""
+    out = []
+    for tenant, level, bucket in states:
+        end = end_of((level, bucket), cals)
+        if end is not None and end <= before_s:
+            out.append((span_s(level), bucket, level, tenant))
+    return [(tenant, level, bucket) for _, bucket, level, tenant in sorted(out)]
+
+
+async def fold_closed(
+    engine: AsyncEngine, cals: tuple[Calendar, ...], grace_s: float, limit: int = 200
+) -> int:
+    """One bounded round of the folder: at most `limit` closed buckets; returns
+    how many were folded (the next round takes the rest)."""
+    async with engine.connect() as conn:
+        states = [(t, lv, epoch_s(b)) for t, lv, b in await conn.execute(OPEN_SQL)]
+    done = 0
+    for tenant, level, bucket in closed_first(states, cals, time.time() - grace_s)[:limit]:
+        done += await fold(engine, tenant, (level, bucket), cals)
+    if done:
+        log.info("folded %d coarse rollup buckets", done)
+    return done
