@@ -125,11 +125,13 @@ def cpu_of(stack: Stack, pg_dir: Path) -> dict[str, float]:
 
 def timings(before: dict[str, Scrape], after: dict[str, Scrape]) -> dict[str, list[float]]:
     """[seconds, count] over the window: handling by queue, the loader's hot-row holds."""
-    out = {}
-    for name, scraped in after.items():
+    out: dict[str, list[float]] = {}
+    for name, scraped in after.items():  # every process registers the histograms: summed
         for key, (total, n) in scraped.timings.items():
             was = before[name].timings.get(key, [0.0, 0.0])
-            out[key] = [total - was[0], n - was[1]]
+            pair = out.setdefault(key, [0.0, 0.0])
+            pair[0] += total - was[0]
+            pair[1] += n - was[1]
     return out
 
 
