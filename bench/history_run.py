@@ -61,6 +61,9 @@ from telemetry.traffic import Params, Traffic
 from telemetry.up import start_postgres
 
 WORK = Path(".telemetry") / "bench-history"
+# Seconds to write one unit of history, from the short runs (2 cores, loaded): for the estimate.
+WRITE_S = {"ticket": 0.0001, "rollup": 0.00013, "exact": 0.0005}
+DRAIN_AND_READS_MIN = 4.0  # the queues' drain and the report timings after the traffic
 DRAIN_LIMIT_S = 600.0
 GROUPS = tuple((f"group-{g}", w) for g, w in enumerate((16, 15, 14, 13, 12, 11, 10, 9)))
 PARAMS = Params(groups=tuple((name, w / 100) for name, w in GROUPS))
@@ -261,11 +264,18 @@ def check_disk(args: argparse.Namespace) -> None:
     by_level = rollup_rows_by_level(daily, Settings())
     estimates = [estimate(d, daily, by_level, args.exact_days) for d in args.history]
     worst = max(estimates, key=lambda e: e.total)
+    minutes = 0.0
     for d, e in zip(args.history, estimates, strict=True):
+        exact = min(d, args.exact_days) * daily
+        writing = (e.tickets * WRITE_S["ticket"] + e.rollup_rows * WRITE_S["rollup"]
+                   + exact * WRITE_S["exact"]) / 60  # fmt: skip
+        minutes += writing + args.minutes + DRAIN_AND_READS_MIN
         say(
             f"H = {d} d: {e.tickets:,} tickets, ~{e.events:,} events, ~{e.rollup_rows:,} "
-            f"rollups; disk: store ~{gib(e.store_bytes)}, PostgreSQL ~{gib(e.pg_bytes)}"
+            f"rollups; disk: store ~{gib(e.store_bytes)}, PostgreSQL ~{gib(e.pg_bytes)}; "
+            f"writing ~{writing:.0f} min"
         )
+    say(f"expected run time: ~{minutes:.0f} min (more if the stages fall behind)")
     WORK.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(WORK).free
     say(f"one history at a time (each removed after its run): at most ~{gib(worst.total)}; "
