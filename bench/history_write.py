@@ -46,7 +46,7 @@ EVENTS_PER_TICKET = 12.4  # of the store's model (45 M events a year)
 # the estimate is printed before anything is written, so a run never fills the disk.
 STORE_BYTES_PER_TICKET = 340  # zlib runs and hot majors: in moto's memory and spooled files
 TICKET_ROW_BYTES = 450  # `tickets`: row, TOAST and indexes
-EXACT_TICKET_BYTES = 6_000  # a ticket with its events in `doc` and its ledger rows
+EXACT_TICKET_BYTES = 8_000  # a ticket row, its events (ticket_events) and its ledger rows
 ROLLUP_ROW_BYTES = 1_150  # `rollups`: row, TOASTed histograms and index
 SEED = 11
 
