@@ -93,7 +93,7 @@ bench-store: install
 	$(BIN)/python -m bench.store
 
 # Each stage's cost per event for one tenant with 0, 30 and 365 days of history, 10 minutes of
-# live traffic at 400 events/s each (about 2 h; prints its disk estimate first: ~20 GB at 1 year).
+# live traffic at 400 events/s each (1.5-2 h and ~22 GB at 1 year; both estimated first).
 bench-history: $(BENCH_STAMP)
 	$(BIN)/python -m bench.history_run
 
