@@ -35,7 +35,7 @@ import httpx
 import orjson
 
 from bench import history_report
-from bench.history_write import estimate, gib, per_day, rollup_rows_by_level, write
+from bench.history_write import check_disk, per_day, write
 from bench.pgstats import pg_io
 from bench.probes import AcceptLog, Prober
 from bench.report_latency import pct, timed_gets
@@ -54,16 +54,12 @@ from bench.stack import (
 from bench.sysinfo import machine
 from shared.aws import Aws, open_aws
 from shared.pipeline import queue_names
-from shared.settings import Settings
 from telemetry.keys import create_key
 from telemetry.simulate import send_traffic
 from telemetry.traffic import Params, Traffic
 from telemetry.up import start_postgres
 
 WORK = Path(".telemetry") / "bench-history"
-# Seconds to write one unit of history, from the short runs (2 cores, loaded): for the estimate.
-WRITE_S = {"ticket": 0.0001, "rollup": 0.00013, "exact": 0.0005}
-DRAIN_AND_READS_MIN = 4.0  # the queues' drain and the report timings after the traffic
 DRAIN_LIMIT_S = 600.0
 GROUPS = tuple((f"group-{g}", w) for g, w in enumerate((16, 15, 14, 13, 12, 11, 10, 9)))
 PARAMS = Params(groups=tuple((name, w / 100) for name, w in GROUPS))
@@ -259,31 +255,6 @@ async def one_history(args: argparse.Namespace, days: int) -> dict[str, Any]:
         shutil.rmtree(pg_dir, ignore_errors=True)
 
 
-def check_disk(args: argparse.Namespace) -> None:
-    daily = per_day(args.scale)
-    by_level = rollup_rows_by_level(daily, Settings())
-    estimates = [estimate(d, daily, by_level, args.exact_days) for d in args.history]
-    worst = max(estimates, key=lambda e: e.total)
-    minutes = 0.0
-    for d, e in zip(args.history, estimates, strict=True):
-        exact = min(d, args.exact_days) * daily
-        writing = (e.tickets * WRITE_S["ticket"] + e.rollup_rows * WRITE_S["rollup"]
-                   + exact * WRITE_S["exact"]) / 60  # fmt: skip
-        minutes += writing + args.minutes + DRAIN_AND_READS_MIN
-        say(
-            f"H = {d} d: {e.tickets:,} tickets, ~{e.events:,} events, ~{e.rollup_rows:,} "
-            f"rollups; disk: store ~{gib(e.store_bytes)}, PostgreSQL ~{gib(e.pg_bytes)}; "
-            f"writing ~{writing:.0f} min"
-        )
-    say(f"expected run time: ~{minutes:.0f} min (more if the stages fall behind)")
-    WORK.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(WORK).free
-    say(f"one history at a time (each removed after its run): at most ~{gib(worst.total)}; "
-        f"free {gib(free)}")  # fmt: skip
-    if worst.total > free - 2 * 2**30:
-        sys.exit(f"bench-history: not enough disk for H = {worst.days} d; lower --scale")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--history", type=lambda s: [int(d) for d in s.split(",")],
@@ -304,7 +275,7 @@ def main() -> None:
     args = parser.parse_args()
     stop_on_sigterm()
     os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(1 << 20))  # big objects on disk
-    check_disk(args)
+    check_disk(args, WORK, say)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = []
     for days in args.history:

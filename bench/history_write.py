@@ -21,12 +21,17 @@ Real-time rows are not written: they only hold today.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
+import shutil
+import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import numpy as np
@@ -177,3 +182,34 @@ def gib(n: float) -> str:
 
 def quantile(values: list[float], q: float) -> float | None:
     return float(np.quantile(values, q)) if values else None
+
+
+# Seconds to write one unit of history, from the short runs (2 cores, loaded): for the estimate.
+WRITE_S = {"ticket": 0.0001, "rollup": 0.00013, "exact": 0.0005}
+DRAIN_AND_READS_MIN = 4.0  # the queues' drain and the report timings after the traffic
+
+
+def check_disk(args: argparse.Namespace, work: Path, say: Callable[[str], None]) -> None:
+    """Print each history's size and the run's expected time; exit if the disk is short."""
+    daily = per_day(args.scale)
+    by_level = rollup_rows_by_level(daily, Settings())
+    estimates = [estimate(d, daily, by_level, args.exact_days) for d in args.history]
+    worst = max(estimates, key=lambda e: e.total)
+    minutes = 0.0
+    for d, e in zip(args.history, estimates, strict=True):
+        exact = min(d, args.exact_days) * daily
+        writing = (e.tickets * WRITE_S["ticket"] + e.rollup_rows * WRITE_S["rollup"]
+                   + exact * WRITE_S["exact"]) / 60  # fmt: skip
+        minutes += writing + args.minutes + DRAIN_AND_READS_MIN
+        say(
+            f"H = {d} d: {e.tickets:,} tickets, ~{e.events:,} events, ~{e.rollup_rows:,} "
+            f"rollups; disk: store ~{gib(e.store_bytes)}, PostgreSQL ~{gib(e.pg_bytes)}; "
+            f"writing ~{writing:.0f} min"
+        )
+    say(f"expected run time: ~{minutes:.0f} min (more if the stages fall behind)")
+    work.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(work).free
+    say(f"one history at a time (each removed after its run): at most ~{gib(worst.total)}; "
+        f"free {gib(free)}")  # fmt: skip
+    if worst.total > free - 2 * 2**30:
+        sys.exit(f"bench-history: not enough disk for H = {worst.days} d; lower --scale")
