@@ -4,8 +4,10 @@ for one with a long history (issue 11 §3).
 Live traffic: tickets of `telemetry simulate` whose lives end in the last hour,
 their events in time order, cut into batches as the enricher would send them
 (each batch: the touched tickets' records, versions growing). The same batches
-go to a fresh tenant and to a tenant that already has `--days` of history
-(bench/history.py, laid out as the loader and its folder leave it). Printed per
+go to a fresh tenant, to a tenant that already has `--days` of history
+(bench/history.py, laid out as the loader and its folder leave it), and to a
+second fresh tenant on the database that now holds that history (a control:
+same database size, caches and autovacuum state, no history of its own). Printed per
 1,000 events: the loader's CPU (this process, around `load_records` only), the
 PostgreSQL backends' CPU, rows written and WAL bytes; then the folder's cost for
 the buckets the traffic closed; and the part of a batch that is serialised for
@@ -20,11 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import random
 import shutil
 import statistics
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +52,7 @@ from telemetry.simulate import ticket_life
 from telemetry.up import start_postgres
 
 CALS = calendars(("UTC", "America/Sao_Paulo"))  # the default report zones
+GRACE = Settings.model_fields["fold_grace_s"].default
 Batch = list[dict[str, Any]]
 
 
@@ -72,16 +78,20 @@ def live_batches(tickets: int, per_batch: int, now: datetime, seed: int = 11) ->
     return batches
 
 
-def as_tenant(batch: Batch, tenant: str) -> Batch:
+def as_tenant(batch: Batch, name: str) -> Batch:
+    tenant = name.split(",")[0] + ("-2" if "," in name else "")
     return [{**r, "tenant_id": tenant} for r in batch]
 
 
-async def write_history(conn: asyncpg.Connection, tenant: str, days: int, per_day: int) -> int:
-    """`days` of history ending now, as the loader and its folder leave it."""
+async def write_history(
+    conn: asyncpg.Connection, tenant: str, days: int, per_day: int, every_level: bool = False
+) -> int:
+    """`days` of history ending now, as the loader and its folder leave it (or,
+    with `every_level`, as the loader that wrote every level left it)."""
     h = generate(per_day * days, days, datetime.now(UTC))
     m = measures(h)
-    before = time.time() - Settings.model_fields["fold_grace_s"].default
-    states = [(tenant, *s) for s in fold_states(m, CALS, before)]
+    before = float("inf") if every_level else time.time() - GRACE
+    states = [] if every_level else [(tenant, *s) for s in fold_states(m, CALS, before)]
     await conn.copy_records_to_table(
         "rollup_folds", records=states, columns=("tenant_id", "level", "bucket", "folded")
     )
@@ -90,7 +100,7 @@ async def write_history(conn: asyncpg.Connection, tenant: str, days: int, per_da
         for batch in _batches((tenant, *r) for r in laid_out(rows(h, m, dim, CALS), CALS, before)):
             await conn.copy_records_to_table("rollups", records=batch, columns=ROLLUP_COLUMNS)
             count += len(batch)
-    await conn.execute("ANALYZE")
+    await conn.execute("VACUUM (ANALYZE)")  # as autovacuum leaves a table that old
     return count
 
 
@@ -150,17 +160,40 @@ class Meter:
         }
 
 
-async def run(tenant: str, batches: list[Batch], url: str, meter: Meter) -> None:
+Load = Callable[..., Awaitable[int]]
+
+
+def old_loader(path: str) -> Load:
+    """`load_records` of an earlier services/loader/reports.py (e.g. `git show
+    REV:services/loader/reports.py > FILE`), run against this tree's modules:
+    the before/after comparison on the same machine, in the same run. It writes
+    every level; its `held` is not measured."""
+    spec = importlib.util.spec_from_file_location("old_reports", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    old: Load = module.load_records
+
+    async def load(engine: Any, records: Batch, cals: Any, held: Any = None) -> int:
+        return await old(engine, records, cals)
+
+    return load
+
+
+async def run(
+    tenant: str, batches: list[Batch], url: str, meter: Meter, load_records: Load = load_records
+) -> None:
     engine = make_engine(url)
     total_events = new_events(batches)
     held: list[float] = []
     walls: list[float] = []
     try:
-        grace = Settings.model_fields["fold_grace_s"].default
-        while await fold_closed(engine, CALS, grace):  # what history left to fold
+        while await fold_closed(engine, CALS, GRACE):  # what history left to fold
             pass
         await load_records(engine, as_tenant(batches[0], tenant), CALS)  # warm-up
         await engine.dispose()
+        await meter.conn.execute("CHECKPOINT")  # each run starts the same: full pages
         before = await meter.mark()
         for batch in batches[1:]:
             t0 = time.perf_counter()
@@ -176,6 +209,7 @@ async def run(tenant: str, batches: list[Batch], url: str, meter: Meter) -> None
     finally:
         await engine.dispose()
     per_batch = total_events / len(walls)
+    held = held or [float("nan")]  # not measured (an old loader)
     ceiling = per_batch / statistics.mean(held)
     carried = sum(len(r["events"]) for b in batches[1:] for r in b) / len(walls)
     print(
@@ -211,14 +245,18 @@ async def main_async(args: argparse.Namespace, url: str) -> None:
         now = datetime.now(UTC)
         batches = live_batches(args.live_tickets, args.batch_events, now)
         print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        await run("fresh", batches, url, meter)
+        load = old_loader(args.old_loader) if args.old_loader else load_records
+        await run("fresh", batches, url, meter, load)
         t0 = time.perf_counter()
-        count = await write_history(conn, "history", args.days, args.tickets_per_day)
+        count = await write_history(
+            conn, "history", args.days, args.tickets_per_day, every_level=bool(args.old_loader)
+        )
         size = await conn.fetchval("SELECT pg_database_size(current_database())")
         print(f"\nhistory: {args.days} days x {args.tickets_per_day:,} tickets/day, {count:,}"
               f" rollup rows in {time.perf_counter() - t0:.0f} s; database {size / 2**30:.2f}"
               f" GiB")  # fmt: skip
-        await run("history", batches, url, meter)
+        await run("history", batches, url, meter, load)
+        await run("fresh, on the database with history", batches, url, meter, load)
         print(f"\nload average after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     finally:
         await conn.close()
@@ -230,6 +268,7 @@ def main() -> None:
     parser.add_argument("--tickets-per-day", type=int, default=10_000)
     parser.add_argument("--live-tickets", type=int, default=3000)
     parser.add_argument("--batch-events", type=int, default=1500)
+    parser.add_argument("--old-loader", help="an earlier reports.py to measure instead")
     parser.add_argument("--database-url", default=os.environ.get("TELEMETRY_BENCH_DATABASE_URL"))
     args = parser.parse_args()
     url = args.database_url

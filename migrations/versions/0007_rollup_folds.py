@@ -8,7 +8,9 @@ rows are deleted and the bucket is marked unfolded, since its quarters hold
 everything and the folder writes it again when it closes.
 
 Events leave the per-version `tickets.doc` for `ticket_events` (one row per
-event), so a new version of a big ticket writes only its new events.
+event), so a new version of a big ticket writes only its new events. (A
+downgrade puts them back in the doc in storage order, not evaluation order;
+the next version of each ticket writes them in order again.)
 
 Revision ID: 0007
 Revises: 0006
