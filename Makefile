@@ -8,7 +8,8 @@ TOOLS := $(VENV)/tools
 TOOLS_STAMP := $(TOOLS)/.installed-stamp
 
 .PHONY: install tools browser up test lint typecheck unit integration deploy-check deploy-files compose-check lock \
-	bench bench-engine bench-cost bench-baseline bench-reports bench-hostile bench-store bench-loader bench-faults bench-soak clean
+	bench bench-engine bench-cost bench-baseline bench-reports bench-hostile bench-store bench-loader \
+	bench-faults bench-soak bench-history clean
 
 # The same hashed lock as the image (Dockerfile): CI tests what ships.
 $(STAMP): requirements-dev.lock pyproject.toml
@@ -106,6 +107,11 @@ bench-soak: install
 # The ticket store's cost per batch at 0, 30 and 365 days of history (about 20 minutes).
 bench-store: install
 	$(BIN)/python -m bench.store
+
+# Each stage's cost per event for one tenant with 0, 30 and 365 days of history, 10 minutes of
+# live traffic at 400 events/s each (1.5-2 h and ~22 GB at 1 year; both estimated first).
+bench-history: $(BENCH_STAMP)
+	$(BIN)/python -m bench.history_run
 
 # Report latency over 10 M tickets (first run: about 25 minutes and 20 GB in .telemetry/).
 # It loads the rollup dimensions the measured reports read; --dims all of them: ~1.5 h.

@@ -78,31 +78,32 @@ async def load(
     cals: tuple[Calendar, ...],
     dims: list[str],
     tickets: bool = True,
+    tenant: str = TENANT,
 ) -> None:
-    """The tickets (unless `tickets` is false) and the rollup rows of `dims`."""
+    """The tickets (unless `tickets` is false) and the rollup rows of `dims`, of `tenant`."""
     started = time.perf_counter()
     if tickets:
-        await conn.execute("DELETE FROM tickets WHERE tenant_id = $1", TENANT)
-        await conn.execute("DELETE FROM rollups WHERE tenant_id = $1", TENANT)
-        for batch in _batches(ticket_rows(h, TENANT)):
+        await conn.execute("DELETE FROM tickets WHERE tenant_id = $1", tenant)
+        await conn.execute("DELETE FROM rollups WHERE tenant_id = $1", tenant)
+        for batch in _batches(ticket_rows(h, tenant)):
             await conn.copy_records_to_table("tickets", records=batch, columns=TICKET_COLUMNS)
         print(f"tickets: {h.n:,} rows in {time.perf_counter() - started:.0f} s", flush=True)
     else:
         await conn.execute(
-            "DELETE FROM rollups WHERE tenant_id = $1 AND dim = ANY($2::text[])", TENANT, dims
+            "DELETE FROM rollups WHERE tenant_id = $1 AND dim = ANY($2::text[])", tenant, dims
         )
     m = measures(h)
     before = time.time() - Settings.model_fields["fold_grace_s"].default
-    await conn.execute("DELETE FROM rollup_folds WHERE tenant_id = $1", TENANT)
+    await conn.execute("DELETE FROM rollup_folds WHERE tenant_id = $1", tenant)
     await conn.copy_records_to_table(
         "rollup_folds",
-        records=[(TENANT, *state) for state in fold_states(m, cals, before)],
+        records=[(tenant, *state) for state in fold_states(m, cals, before)],
         columns=("tenant_id", "level", "bucket", "folded"),
     )
     for dim in dims:
         t0, count = time.perf_counter(), 0
         laid = laid_out(rows(h, m, dim, cals), cals, before)
-        for batch in _batches((TENANT, *row) for row in laid):
+        for batch in _batches((tenant, *row) for row in laid):
             await conn.copy_records_to_table(
                 "rollups",
                 records=batch,

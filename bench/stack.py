@@ -176,15 +176,22 @@ def postgres_cpu_s(data_dir: Path) -> float:
     return ticks / CLK_TCK
 
 
+TIMED = ("telemetry_handle_seconds", "telemetry_loader_hot_rows_held_seconds")
+
+
 @dataclass
 class Scrape:
     requests: Counter[str] = field(default_factory=Counter)  # "service operation" -> n
     outcomes: Counter[str] = field(default_factory=Counter)  # "queue outcome" -> n
+    s3_bytes: Counter[str] = field(default_factory=Counter)  # "read" or "written" -> bytes
+    # "telemetry_handle_seconds QUEUE" and the loader's hot-row holds -> [sum, count]
+    timings: dict[str, list[float]] = field(default_factory=dict)
 
 
 def parse_metrics(text: str) -> Scrape:
-    """Two counters of our services' Prometheus text: AWS requests by service and
-    operation (shared/aws.py), messages by queue and outcome (shared/worker.py)."""
+    """Counters of our services' Prometheus text: AWS requests by service and
+    operation and S3 payload bytes (shared/aws.py), messages by queue and
+    outcome (shared/worker.py)."""
     out = Scrape()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -193,6 +200,15 @@ def parse_metrics(text: str) -> Scrape:
                 out.requests[f"{labels['service']} {labels['operation']}"] += int(sample.value)
             elif sample.name == "telemetry_messages_total":
                 out.outcomes[f"{labels['queue']} {labels['outcome']}"] += int(sample.value)
+            elif sample.name == "telemetry_aws_s3_bytes_total":
+                out.s3_bytes[labels["direction"]] += int(sample.value)
+            elif sample.name.endswith(("_seconds_sum", "_seconds_count")) and (
+                sample.name.startswith(TIMED)
+            ):
+                name, _, part = sample.name.rpartition("_")
+                key = f"{name} {labels['queue']}" if "queue" in labels else name
+                pair = out.timings.setdefault(key, [0.0, 0.0])
+                pair[part == "count"] += sample.value
     return out
 
 

@@ -27,14 +27,45 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
 
+def body_bytes(body: Any) -> int:
+    """Length of a request body as botocore holds it: bytes, text or a seekable file."""
+    if body is None:
+        return 0
+    if isinstance(body, bytes | bytearray | memoryview):
+        return len(body)
+    if isinstance(body, str):
+        return len(body.encode())
+    try:  # a file: its size from where it stands
+        at = body.tell()
+        end = body.seek(0, 2)
+        body.seek(at)
+        return int(end - at)
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 @dataclass(eq=False)  # hashable: botocore keys handlers by identity
 class RequestCounter(Collector):
-    """Counts every request of one set of clients; a collector of `/metrics`."""
+    """Counts every request of one set of clients, and the payload bytes it moves
+    in S3 (what storage traffic costs grows with); a collector of `/metrics`."""
 
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    s3_bytes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (op, read|written)
 
     def __call__(self, model: Any, **_: Any) -> None:
         self.counts[(model.service_model.service_name, model.name)] += 1
+
+    def s3_sent(self, model: Any, params: Any, **_: Any) -> None:
+        """before-call.s3: the body of a PutObject or UploadPart."""
+        n = body_bytes(params.get("body")) if isinstance(params, dict) else 0
+        if n:
+            self.s3_bytes[(model.name, "written")] += n
+
+    def s3_received(self, model: Any, parsed: Any, **_: Any) -> None:
+        """after-call.s3: the body of a GetObject (its ContentLength, a range's if ranged)."""
+        n = parsed.get("ContentLength", 0) if isinstance(parsed, dict) else 0
+        if model.name == "GetObject" and n:
+            self.s3_bytes[(model.name, "read")] += int(n)
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
@@ -45,6 +76,15 @@ class RequestCounter(Collector):
         for (service, op), n in sorted(self.counts.items()):
             family.add_metric([service, op], n)
         yield family
+        payload = CounterMetricFamily(
+            "telemetry_aws_s3_bytes",
+            "Payload bytes of S3 objects this process wrote (PutObject, UploadPart) and read "
+            "(GetObject), by operation and direction.",
+            labels=["operation", "direction"],
+        )
+        for (op, direction), n in sorted(self.s3_bytes.items()):
+            payload.add_metric([op, direction], n)
+        yield payload
 
 
 @dataclass
@@ -105,5 +145,8 @@ async def open_aws(settings: Settings, *, interactive: bool = False) -> AsyncIte
                 session.client(name, endpoint_url=settings.aws_endpoint_url, config=config)
             )
             client.meta.events.register("before-call.*.*", counter)
+            if name == "s3":
+                client.meta.events.register("before-call.s3.*", counter.s3_sent)
+                client.meta.events.register("after-call.s3.*", counter.s3_received)
             clients[name] = client
         yield Aws(counter=counter, **clients)

@@ -72,6 +72,12 @@ PARKED = Counter(
     "Tickets a stage could not process, kept under parked/<tenant>/<stage>/.",
     ["stage"],
 )
+HOT_ROWS_HELD_SECONDS = Histogram(
+    "telemetry_loader_hot_rows_held_seconds",
+    "From locking a tenant's hot rollup rows to the commit of a report loader batch: the "
+    "part of a batch that loaders of one tenant do one at a time.",
+    buckets=SECONDS,
+)
 HTTP_SECONDS = Histogram(
     "telemetry_http_request_seconds",
     "HTTP requests by route template (never the raw path), method and status.",

@@ -30,6 +30,7 @@ from shared.db import report_zones, ticket_measures, tickets
 from shared.isolation import bisect_failures, park, reason_of
 from shared.layout import ENRICHED, expect_key
 from shared.objects import get_bytes
+from shared.observe import HOT_ROWS_HELD_SECONDS
 from shared.timebuckets import Calendar
 
 log = logging.getLogger(__name__)
@@ -272,7 +273,10 @@ async def handle(deps: ReportLoaderDeps, key: str) -> None:
     records = batch_records(await get_bytes(deps.s3, deps.bucket, key), tenant)
 
     async def load(part: Sequence[dict[str, Any]]) -> None:
-        await load_records(deps.engine, list(part), deps.calendars)
+        held: list[float] = []
+        await load_records(deps.engine, list(part), deps.calendars, held)
+        for seconds in held:
+            HOT_ROWS_HELD_SECONDS.observe(seconds)
 
     # A ticket PostgreSQL cannot take (a NUL in an id from before validation
     # refused it) is parked; the rest of the batch is loaded.

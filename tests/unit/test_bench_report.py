@@ -119,10 +119,13 @@ def test_parsers_of_metrics_and_proc() -> None:
         'telemetry_messages_total{queue="telemetry-filter",outcome="done"} 3.0\n'
         'telemetry_messages_total{queue="telemetry-filter",outcome="retried"} 1.0\n'
         'telemetry_handle_seconds_bucket{stage="filter",queue="telemetry-filter",le="0.5"} 4.0\n'
+        'telemetry_handle_seconds_sum{stage="filter",queue="telemetry-filter"} 1.5\n'
+        'telemetry_handle_seconds_count{stage="filter",queue="telemetry-filter"} 4.0\n'
     )
     scraped = parse_metrics(text)
     assert scraped.requests == {"s3 PutObject": 12, "sqs DeleteMessage": 3}
     assert scraped.outcomes == {"telemetry-filter done": 3, "telemetry-filter retried": 1}
+    assert scraped.timings == {"telemetry_handle_seconds telemetry-filter": [1.5, 4.0]}
     stat = "42 (python (x) y) S 1 42 42 0 -1 4194560 100 0 0 0 150 25 7 3 20 0 5 0"
     assert parse_stat(stat) == (150, 25, 7, 3)
     assert parse_kib("VmPeak:\t  2000 kB\nVmHWM:\t  1536 kB\n", "VmHWM") == 1536
@@ -133,9 +136,12 @@ def test_the_parser_reads_what_the_services_expose() -> None:
     """The services' own exposition (prometheus_client), not a hand-written copy."""
     counter = RequestCounter()
     counter.counts[("s3", "PutObject")] = 7
+    counter.s3_bytes[("PutObject", "written")] = 700
+    counter.s3_bytes[("GetObject", "read")] = 50
     MESSAGES.labels("parser-check", "done").inc(2)
     scraped = parse_metrics(generate_latest(Exposition([counter])).decode())
     assert scraped.requests == {"s3 PutObject": 7}
+    assert scraped.s3_bytes == {"written": 700, "read": 50}
     assert scraped.outcomes["parser-check done"] >= 2
 
 
