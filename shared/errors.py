@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import errno
 import socket
 
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
@@ -51,9 +52,10 @@ def _transient_one(exc: BaseException) -> bool:
         return True
     if isinstance(exc, builtins.ConnectionError | socket.gaierror):  # refused, reset, DNS
         return True
-    if isinstance(exc, FileNotFoundError) and exc.filename is None:
-        # A unix socket that is not there, as connecting reports it (no file
-        # name): PostgreSQL restarting. A missing file the work opened has one.
+    if isinstance(exc, FileNotFoundError) and exc.errno == errno.ENOENT and exc.filename is None:
+        # A unix socket that is not there, as connect(2) reports it (ENOENT,
+        # no file name): PostgreSQL restarting. A missing file the work opened
+        # has a name; one raised by code with a message has no errno.
         return True
     if isinstance(exc, ConnectionError | HTTPClientError | ServiceUnavailableError):
         return True

@@ -50,6 +50,7 @@ def _client_error(code: str, status: int = 400) -> ClientError:
         (gzip.BadGzipFile("not gzip"), False),
         (FileNotFoundError(2, "No such file or directory"), True),  # PostgreSQL's socket, gone
         (FileNotFoundError(2, "No such file or directory", "/some/file"), False),
+        (FileNotFoundError("no such report"), False),  # raised by code: no errno
         (ServiceUnavailableError(), True),
         (ExceptionGroup("g", [TimeoutError(), ConnectionResetError()]), True),
         (ExceptionGroup("g", [TimeoutError(), ValueError()]), False),
