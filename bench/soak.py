@@ -3,7 +3,7 @@
 answers?
 
 It prints each process's memory (RSS, and PSS: shared pages split) when the
-stack is up, after the first minute of traffic and at the end; every queue's
+stack is up, every `--sample-minutes` of traffic and at the end; every queue's
 backlog once the traffic has stopped and the queues have drained (drained =
 0); freshness: the p95 and max of the time from a probe event's 202 to `/realtime`,
 `/tickets/{id}` and the reports (bench/probes.py, polled about once a second),
@@ -99,9 +99,17 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
             sending = asyncio.create_task(
                 send(where["collector"], keys, args.rate, duration_s, args.seed, log)
             )
-            await asyncio.sleep(min(60.0, duration_s / 2))
-            warm = memory_mib(stack)
+            samples: list[tuple[float, dict[str, tuple[float, float]]]] = []
+
+            async def sample() -> None:
+                every_s = args.sample_minutes * 60
+                for n in range(1, int(duration_s // every_s) + 1):
+                    await asyncio.sleep(every_s)
+                    samples.append((n * every_s / 60, memory_mib(stack)))
+
+            sampler = asyncio.create_task(sample())
             stats = await sending
+            sampler.cancel()
             stop.set()
             await asyncio.gather(*probes)
             at_end = memory_mib(stack)
@@ -114,11 +122,14 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
         accepted = len({(e["tenant_id"], e["event_id"]) for e in log.events()})
         print(f"soak: {duration_s:.0f} s at {args.rate:g} events/s asked, {accepted} events "
               f"accepted ({stats.retries} retries, {stats.rejected} rejected)")  # fmt: skip
-        print("memory (MiB, RSS/PSS)     up      +1 min         end")
+        # PSS at both ends, RSS in between: a plateau and a leak look alike
+        # over two points, not over a series.
+        print("memory (MiB)   up RSS/PSS  " + "".join(f"+{m:>4g} min" for m, _ in samples)
+              + "   end RSS/PSS")  # fmt: skip
         for name, (rss, pss) in at_start.items():
-            (rss1, pss1), (rss2, pss2) = warm.get(name, (0, 0)), at_end.get(name, (0, 0))
-            print(f"  {name:<14} {rss:5.0f}/{pss:<5.0f} {rss1:5.0f}/{pss1:<5.0f} "
-                  f"{rss2:5.0f}/{pss2:<5.0f}")  # fmt: skip
+            rss2, pss2 = at_end.get(name, (0, 0))
+            series = "".join(f"{mem.get(name, (0, 0))[0]:9.0f}" for _, mem in samples)
+            print(f"  {name:<12} {rss:5.0f}/{pss:<5.0f}{series}   {rss2:5.0f}/{pss2:<5.0f}")
         print("backlog after draining (messages): "
               + ", ".join(f"{k} {v}" for k, v in depths.items()))  # fmt: skip
         seen = prober.freshness()
@@ -140,6 +151,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="events/s (default 50)")
     parser.add_argument("--tenants", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sample-minutes", type=float, default=2.0,
+                        help="memory sampled this often during the traffic")  # fmt: skip
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     folder = Path(tempfile.mkdtemp(prefix="bench-soak-"))
