@@ -28,6 +28,8 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.errors import is_transient
+from shared.observe import FOLD_FAILURES, FOLD_OLDEST_AGE_SECONDS
 from shared.rollups import Rollup, decode_hists, row_values
 from shared.timebuckets import (
     Calendar,
@@ -168,29 +170,56 @@ async def fold(engine: AsyncEngine, tenant: str, piece: Piece, cals: tuple[Calen
 OPEN_SQL = text("SELECT tenant_id, level, bucket FROM rollup_folds WHERE NOT folded")
 
 
+Bucket = tuple[str, int, int]  # tenant, level, bucket (epoch s)
+
+
 def closed_first(
-    states: Iterable[tuple[str, int, int]], cals: tuple[Calendar, ...], before_s: float
-) -> list[tuple[str, int, int]]:
-    """The buckets that ended before `before_s`, finer levels first (a bucket
-    folds from folded children). Zones not in `cals` are left alone."""
+    states: Iterable[Bucket], cals: tuple[Calendar, ...], before_s: float
+) -> list[tuple[int, Bucket]]:
+    """The buckets that ended before `before_s` with their ends, finer levels
+    first (a bucket folds from folded children). Zones not in `cals` are left alone."""
     out = []
     for tenant, level, bucket in states:
         end = end_of((level, bucket), cals)
         if end is not None and end <= before_s:
-            out.append((span_s(level), bucket, level, tenant))
-    return [(tenant, level, bucket) for _, bucket, level, tenant in sorted(out)]
+            out.append((span_s(level), bucket, level, tenant, end))
+    return [(end, (tenant, level, bucket)) for _, bucket, level, tenant, end in sorted(out)]
 
 
 async def fold_closed(
-    engine: AsyncEngine, cals: tuple[Calendar, ...], grace_s: float, limit: int = 200
+    engine: AsyncEngine,
+    cals: tuple[Calendar, ...],
+    grace_s: float,
+    limit: int = 200,
+    failed: set[Bucket] | None = None,
 ) -> int:
     """One bounded round of the folder: at most `limit` closed buckets; returns
-    how many were folded (the next round takes the rest)."""
+    how many were folded (the next round takes the rest). A bucket whose fold
+    fails for good is logged, counted and put in `failed` (kept across rounds by
+    the caller): it and the buckets holding it are tried after the others, so
+    it never stops them. A passing
+    failure ends the round; the next one retries."""
+    failed = set() if failed is None else failed
+    now = time.time()
     async with engine.connect() as conn:
         states = [(t, lv, epoch_s(b)) for t, lv, b in await conn.execute(OPEN_SQL)]
+    closed = closed_first(states, cals, now - grace_s)
+    FOLD_OLDEST_AGE_SECONDS.set(max(0.0, now - min((e for e, _ in closed), default=now)))
+    # A failed bucket and those holding it (they wait for it) go last.
+    late = {b for e, b in closed for t, _, f in failed if t == b[0] and b[2] <= f < e}
+    todo = [b for _, b in closed if b not in late] + [b for _, b in closed if b in late]
     done = 0
-    for tenant, level, bucket in closed_first(states, cals, time.time() - grace_s)[:limit]:
-        done += await fold(engine, tenant, (level, bucket), cals)
+    for tenant, level, bucket in todo[:limit]:
+        try:
+            done += await fold(engine, tenant, (level, bucket), cals)
+            failed.discard((tenant, level, bucket))
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning("fold round ended by a passing failure: %r", exc)
+                break
+            FOLD_FAILURES.inc()
+            failed.add((tenant, level, bucket))
+            log.exception("fold failed: tenant %s level %d bucket %d", tenant, level, bucket)
     if done:
         log.info("folded %d coarse rollup buckets", done)
     return done
