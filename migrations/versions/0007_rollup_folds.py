@@ -50,6 +50,9 @@ def upgrade() -> None:
     op.create_index(
         "ix_rollup_folds_open", "rollup_folds", ["tenant_id"], postgresql_where="NOT folded"
     )
+    op.create_index(  # the folder's round: the oldest unfolded states of every tenant
+        "ix_rollup_folds_due", "rollup_folds", ["bucket"], postgresql_where="NOT folded"
+    )
     op.create_table(
         "ticket_events",
         sa.Column("tenant_id", sa.Text, primary_key=True),
@@ -104,5 +107,6 @@ def downgrade() -> None:
                                '[]'))
     """)
     op.drop_table("ticket_events")
+    op.drop_index("ix_rollup_folds_due", "rollup_folds")
     op.drop_index("ix_rollup_folds_open", "rollup_folds")
     op.drop_table("rollup_folds")

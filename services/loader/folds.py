@@ -32,6 +32,8 @@ from shared.errors import is_transient
 from shared.observe import FOLD_FAILURES, FOLD_OLDEST_AGE_SECONDS
 from shared.rollups import Rollup, decode_hists, row_values
 from shared.timebuckets import (
+    CALENDAR_LEVELS,
+    LEVEL_SECONDS,
     Calendar,
     Piece,
     ancestors,
@@ -167,7 +169,23 @@ async def fold(engine: AsyncEngine, tenant: str, piece: Piece, cals: tuple[Calen
     return True
 
 
-OPEN_SQL = text("SELECT tenant_id, level, bucket FROM rollup_folds WHERE NOT folded")
+# The round's candidates, filtered and ordered in SQL (ix_rollup_folds_due): a
+# UTC bucket's end is exact (bucket + span); a zone's day, week or month is at
+# least 12 h, 5 d, 27 d long (DST, skipped days), so `bucket + shortest <=
+# before` never drops a closed one; Python checks the exact end. Ordered by the
+# latest possible end: every surely closed bucket comes before any open one.
+SPAN_SQL = """(CASE WHEN level < {zones} THEN (CAST(:utc AS int[]))[level + 1]
+  ELSE (CAST(:{bound} AS int[]))[(level - {zones}) % 3 + 1] END) * interval '1 second'"""
+OPEN_SQL = text(f"""
+SELECT tenant_id, level, bucket FROM rollup_folds
+WHERE NOT folded AND bucket <= :before
+  AND bucket + {SPAN_SQL.format(zones=CALENDAR_LEVELS, bound="shortest")} <= :before
+ORDER BY bucket + {SPAN_SQL.format(zones=CALENDAR_LEVELS, bound="longest")}, level
+LIMIT :bound
+""")
+ZONE_SHORTEST_S = [12 * 3600, 5 * 86400, 27 * 86400]
+ZONE_LONGEST_S = [26 * 3600, 7 * 86400 + 7200, 31 * 86400 + 7200]
+CANDIDATES_PER_FOLD = 4  # the round reads at most this many states per fold it may do
 
 
 Bucket = tuple[str, int, int]  # tenant, level, bucket (epoch s)
@@ -202,7 +220,11 @@ async def fold_closed(
     failed = set() if failed is None else failed
     now = time.time()
     async with engine.connect() as conn:
-        states = [(t, lv, epoch_s(b)) for t, lv, b in await conn.execute(OPEN_SQL)]
+        found = await conn.execute(OPEN_SQL, {
+            "before": instant(int(now - grace_s)), "bound": CANDIDATES_PER_FOLD * limit,
+            "utc": list(LEVEL_SECONDS), "shortest": ZONE_SHORTEST_S, "longest": ZONE_LONGEST_S,
+        })  # fmt: skip
+        states = [(t, lv, epoch_s(b)) for t, lv, b in found]
     closed = closed_first(states, cals, now - grace_s)
     FOLD_OLDEST_AGE_SECONDS.set(max(0.0, now - min((e for e, _ in closed), default=now)))
     # A failed bucket and those holding it (they wait for it) go last.
