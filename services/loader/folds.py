@@ -7,7 +7,10 @@ data has a row in `rollup_folds`. The protocol that keeps every level exact:
 - A loader, in its transaction, creates the fold states of the ancestors of
   the quarters it changes (if missing) and takes them FOR SHARE, in key order.
   Those already folded also get the batch's delta on their coarse rows (a late
-  event: rare). Loaders never wait for each other on these rows.
+  event: rare). Shared locks never wait for each other; a loader waits only
+  when another's transaction has inserted a new state and not committed yet
+  (the INSERT waits for that insert). No deadlock: both insert and hold in key
+  order, so a loader waits only for keys another takes before its own.
 - The folder takes one closed bucket's state FOR UPDATE SKIP LOCKED, so it
   never waits: the state is free only when no loader that touched the bucket is
   in flight. It sums the children (quarters, or the next finer level's folded
