@@ -141,6 +141,22 @@ def summed(rows: Iterable[Any]) -> dict[tuple[str, str], Rollup]:
     return out
 
 
+def coarse_rows(children_rows: Iterable[Any]) -> dict[str, list[Any]]:
+    """A bucket's rows summed from its children's rows (CHILDREN_SQL), as
+    WRITE_SQL's columns (also migration 0007's downgrade)."""
+    written: dict[str, list[Any]] = {k: [] for k in ROW_COLUMNS}
+    for (dim, value), rollup in sorted(summed(children_rows).items()):
+        stored = row_values(rollup.pruned())
+        if not stored["cells"] and not stored["hists"]:
+            continue
+        for name, item in (("dims", dim), ("values", value),
+                           ("cells", orjson.dumps(stored["cells"]).decode()),
+                           ("hists", stored["hists"]),
+                           ("pcts", orjson.dumps(stored["pcts"]).decode())):  # fmt: skip
+            written[name].append(item)
+    return written
+
+
 async def fold(engine: AsyncEngine, tenant: str, piece: Piece, cals: tuple[Calendar, ...]) -> bool:
     """Fold one closed bucket from its children; False if it was not (a loader
     holds it, another folder did it, or a child is not folded yet)."""
@@ -154,18 +170,8 @@ async def fold(engine: AsyncEngine, tenant: str, piece: Piece, cals: tuple[Calen
             return False
         if parts and parts[0][0] > 0 and (await conn.execute(PENDING_SQL, inner)).scalar_one():
             return False
-        rows = summed(await conn.execute(CHILDREN_SQL, inner))
+        written = coarse_rows(await conn.execute(CHILDREN_SQL, inner))
         await conn.execute(CLEAR_SQL, at)
-        written: dict[str, list[Any]] = {k: [] for k in ROW_COLUMNS}
-        for (dim, value), rollup in sorted(rows.items()):
-            stored = row_values(rollup.pruned())
-            if not stored["cells"] and not stored["hists"]:
-                continue
-            for name, item in (("dims", dim), ("values", value),
-                               ("cells", orjson.dumps(stored["cells"]).decode()),
-                               ("hists", stored["hists"]),
-                               ("pcts", orjson.dumps(stored["pcts"]).decode())):  # fmt: skip
-                written[name].append(item)
         if written["dims"]:
             await conn.execute(WRITE_SQL, {**at, **written})
         await conn.execute(DONE_SQL, at)

@@ -308,3 +308,34 @@ async def test_a_bucket_that_fails_to_fold_does_not_stop_the_others(
         assert FOLD_OLDEST_AGE_SECONDS._value.get() == 0
     finally:
         await engine.dispose()
+
+
+async def test_downgrade_below_0007_writes_every_unfolded_bucket(fresh_database_url: str) -> None:
+    """0006 reads coarse rows only: the downgrade folds every open or not yet
+    folded bucket first, so every level holds its events, as 0006 wrote them."""
+    rng = random.Random(11)
+    now = datetime.now(UTC)
+    tenant = "downgraded"
+    records = [r for life in histories(rng, tenant, now, 15) for r in versions(rng, tenant, life)]
+    engine = make_engine(fresh_database_url)
+    try:
+        await register_zones(engine, CALS)
+        final = _latest(records)
+        await load_records(engine, list(final.values()), CALS)
+        await fold_closed(engine, CALS, grace_s=0, limit=10)  # some folded, most not
+        _, unfolded = await stored(engine, tenant)
+        assert unfolded
+        async with engine.begin() as conn:
+            await conn.run_sync(_migration("0006", down=True))
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT dim, level, bucket, dim_value, cells, hists, pcts FROM rollups"
+                     " WHERE tenant_id = :t"), {"t": tenant})  # fmt: skip
+            got = {
+                (dim, level, epoch_s(bucket), value): {"cells": c, "hists": h, "pcts": p}
+                for dim, level, bucket, value, c, h, p in rows
+            }
+        want = from_scratch(list(final.values()))
+        assert want == {k: v for k, v in got.items() if v["cells"] or v["hists"]}
+    finally:
+        await engine.dispose()
