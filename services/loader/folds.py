@@ -195,6 +195,7 @@ LIMIT :bound
 ZONE_SHORTEST_S = [12 * 3600, 5 * 86400, 27 * 86400]
 ZONE_LONGEST_S = [26 * 3600, 7 * 86400 + 7200, 31 * 86400 + 7200]
 CANDIDATES_PER_FOLD = 4  # the round reads at most this many states per fold it may do
+HELD_PER_FAILURE = 32  # and room for a failed bucket's holders (6 UTC, 3 per zone)
 
 
 Bucket = tuple[str, int, int]  # tenant, level, bucket (epoch s)
@@ -224,16 +225,18 @@ async def fold_closed(
     how many were folded (the next round takes the rest). A bucket whose fold
     fails for good is logged, counted and put in `failed` (kept across rounds by
     the caller): it and the buckets holding it are tried after the others, so
-    it never stops them. A passing
-    failure ends the round; the next one retries."""
+    it never stops them. A passing failure ends the round; the next retries."""
     failed = set() if failed is None else failed
     now = time.time()
+    bound = CANDIDATES_PER_FOLD * limit + HELD_PER_FAILURE * len(failed)
     async with engine.connect() as conn:
         found = await conn.execute(OPEN_SQL, {
-            "before": instant(int(now - grace_s)), "bound": CANDIDATES_PER_FOLD * limit,
-            "utc": list(LEVEL_SECONDS), "shortest": ZONE_SHORTEST_S, "longest": ZONE_LONGEST_S,
+            "before": instant(int(now - grace_s)), "bound": bound, "utc": list(LEVEL_SECONDS),
+            "shortest": ZONE_SHORTEST_S, "longest": ZONE_LONGEST_S,
         })  # fmt: skip
         states = [(t, lv, epoch_s(b)) for t, lv, b in found]
+    if len(states) < bound:  # every due state was read: forget those folded since
+        failed.intersection_update(states)
     closed = closed_first(states, cals, now - grace_s)
     FOLD_OLDEST_AGE_SECONDS.set(max(0.0, now - min((e for e, _ in closed), default=now)))
     # A failed bucket and those holding it (they wait for it) go last.
