@@ -120,6 +120,7 @@ rollup_folds = Table(
     Column("bucket", DateTime(timezone=True), primary_key=True),
     Column("folded", Boolean, nullable=False, server_default=text("false")),
     Index("ix_rollup_folds_open", "tenant_id", postgresql_where=text("NOT folded")),
+    Index("ix_rollup_folds_due", "bucket", postgresql_where=text("NOT folded")),
 )
 
 # The events of a ticket's latest version, one row each (an event id keeps the

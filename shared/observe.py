@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from prometheus_client import REGISTRY, Counter, Histogram, disable_created_metrics
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -77,6 +77,16 @@ HOT_ROWS_HELD_SECONDS = Histogram(
     "From locking a tenant's hot rollup rows to the commit of a report loader batch: the "
     "part of a batch that loaders of one tenant do one at a time.",
     buckets=SECONDS,
+)
+FOLD_FAILURES = Counter(
+    "telemetry_fold_failures",
+    "Coarse rollup buckets whose fold failed with an error that is not passing "
+    "(logged with the bucket); the folder goes on with the others.",
+)
+FOLD_OLDEST_AGE_SECONDS = Gauge(
+    "telemetry_fold_oldest_unfolded_age_seconds",
+    "Seconds since the end of the oldest closed coarse rollup bucket still unfolded, "
+    "as the loader's last fold round saw it (0: none).",
 )
 HTTP_SECONDS = Histogram(
     "telemetry_http_request_seconds",

@@ -10,7 +10,9 @@ everything and the folder writes it again when it closes.
 Events leave the per-version `tickets.doc` for `ticket_events` (one row per
 event), so a new version of a big ticket writes only its new events. (A
 downgrade puts them back in the doc in storage order, not evaluation order;
-the next version of each ticket writes them in order again.)
+the next version of each ticket writes them in order again.) The downgrade
+first folds every unfolded bucket from its children, since 0006 reads only
+coarse rows (loaders stopped; docs/operations.md, "Migration 0007").
 
 Revision ID: 0007
 Revises: 0006
@@ -22,7 +24,17 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from shared.timebuckets import Calendar, end_of, epoch_s, instant
+from services.loader import folds
+from shared.timebuckets import (
+    CALENDAR_LEVELS,
+    Calendar,
+    calendar_of,
+    children,
+    end_of,
+    epoch_s,
+    instant,
+    span_s,
+)
 
 revision = "0007"
 down_revision = "0006"
@@ -49,6 +61,9 @@ def upgrade() -> None:
     )
     op.create_index(
         "ix_rollup_folds_open", "rollup_folds", ["tenant_id"], postgresql_where="NOT folded"
+    )
+    op.create_index(  # the folder's round: the oldest unfolded states of every tenant
+        "ix_rollup_folds_due", "rollup_folds", ["bucket"], postgresql_where="NOT folded"
     )
     op.create_table(
         "ticket_events",
@@ -93,7 +108,33 @@ def upgrade() -> None:
     """)
 
 
+def fold_everything() -> None:
+    """Write the coarse rows of every unfolded bucket from its children, finer
+    levels first, as the folder does (0006 reads coarse rows only). Loaders must
+    be stopped. Buckets of a zone no longer registered have no calendar: left out
+    (0006 reports never read them)."""
+    bind = op.get_bind()
+    cals = tuple(Calendar(n) for (n,) in bind.execute(sa.text("SELECT name FROM report_zones")))
+    states = bind.execute(
+        sa.text("SELECT tenant_id, level, bucket FROM rollup_folds WHERE NOT folded")
+    )
+    pieces = [(tenant, (level, epoch_s(bucket))) for tenant, level, bucket in states]
+    for tenant, piece in sorted(pieces, key=lambda p: (span_s(p[1][0]), p[1][1], p[0])):
+        if piece[0] >= CALENDAR_LEVELS and calendar_of(piece[0], cals) is None:
+            continue
+        at = {"tenant": tenant, "level": piece[0], "bucket": instant(piece[1])}
+        parts = children(piece, cals)
+        inner = {"tenant": tenant, "levels": [lv for lv, _ in parts],
+                 "buckets": [instant(b) for _, b in parts]}  # fmt: skip
+        written = folds.coarse_rows(bind.execute(folds.CHILDREN_SQL, inner))
+        bind.execute(folds.CLEAR_SQL, at)
+        if written["dims"]:
+            bind.execute(folds.WRITE_SQL, {**at, **written})
+        bind.execute(folds.DONE_SQL, at)
+
+
 def downgrade() -> None:
+    fold_everything()
     op.execute("""
         UPDATE tickets AS t
         SET doc = json_build_object(
@@ -104,5 +145,6 @@ def downgrade() -> None:
                                '[]'))
     """)
     op.drop_table("ticket_events")
+    op.drop_index("ix_rollup_folds_due", "rollup_folds")
     op.drop_index("ix_rollup_folds_open", "rollup_folds")
     op.drop_table("rollup_folds")

@@ -64,7 +64,9 @@ async def run(settings: Settings) -> None:
                 await queue_worker(aws.sqs, settings, REPORTS_QUEUE, partial(reports.handle, rp)),
             ]
             publish = partial(quarters.publish, engine, aws.dynamodb, settings.realtime_table)
-            fold = partial(folds.fold_closed, engine, rp.calendars, settings.fold_grace_s)
+            fold = partial(
+                folds.fold_closed, engine, rp.calendars, settings.fold_grace_s, failed=set()
+            )
             periodic = [(quarters.PUBLISH_EVERY_S, publish), (settings.fold_every_s, fold)]
             await run_workers(settings, aws, workers, periodic)
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from sqlalchemy import insert, text
 import migrations
 from services.enricher.handler import ticket_record
 from services.enricher.metrics import dedupe, evaluate
+from services.loader import folds
 from services.loader.folds import fold_closed
 from services.loader.reports import load_records, measures, register_zones, ticket_row
 from services.loader.rollups import MEASURE_FIELDS, Key, apply, contribution
@@ -28,6 +30,7 @@ from services.report import queries
 from services.report.stats import intervals
 from shared.db import make_engine, ticket_measures, tickets
 from shared.events import format_ms, to_ms
+from shared.observe import FOLD_FAILURES, FOLD_OLDEST_AGE_SECONDS
 from shared.rollups import Rollup, row_values
 from shared.timebuckets import Calendar, calendars, end_of, epoch_s
 from telemetry.simulate import ticket_life
@@ -259,3 +262,80 @@ def _latest(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if r["ticket_id"] not in out or out[r["ticket_id"]]["version"] < r["version"]:
             out[r["ticket_id"]] = r
     return out
+
+
+async def test_a_bucket_that_fails_to_fold_does_not_stop_the_others(
+    fresh_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold that fails for good is counted, tried after the others next round,
+    and every other closed bucket folds; once it folds the gauge drops to 0."""
+    rng = random.Random(3)
+    now = datetime.now(UTC)
+    tenant = "stuck"
+    records = [r for life in histories(rng, tenant, now, 12) for r in versions(rng, tenant, life)]
+    engine = make_engine(fresh_database_url)
+    try:
+        await register_zones(engine, CALS)
+        await load_records(engine, list(_latest(records).values()), CALS)
+        _, before = await stored(engine, tenant)
+        stuck = min((p for p in before if p[0] == 1), key=lambda p: p[1])  # an hour, first
+        real = folds.fold
+
+        async def failing(engine: Any, t: str, piece: Any, cals: Any) -> bool:
+            if piece == stuck:
+                raise ValueError("a bug in one bucket")
+            return await real(engine, t, piece, cals)
+
+        monkeypatch.setattr(folds, "fold", failing)
+        failures = FOLD_FAILURES._value.get()
+        failed: set[Any] = set()
+        while await fold_closed(engine, CALS, grace_s=0, limit=5, failed=failed):
+            pass
+        _, unfolded = await stored(engine, tenant)
+        assert (tenant, *stuck) in failed and stuck in unfolded
+        assert FOLD_FAILURES._value.get() > failures
+        assert FOLD_OLDEST_AGE_SECONDS._value.get() > 0
+        # Only the stuck hour and the buckets holding it (and open ones) wait.
+        holding = {p for p in unfolded if (end_of(p, CALS) or 0) <= time.time()}
+        assert holding - {stuck} <= {p for p in before if p[1] <= stuck[1] < (end_of(p, CALS) or 0)}
+        assert len(holding) < len({p for p in before if (end_of(p, CALS) or 0) <= time.time()})
+
+        monkeypatch.setattr(folds, "fold", real)
+        while await fold_closed(engine, CALS, grace_s=0, failed=failed):
+            pass
+        _, unfolded = await stored(engine, tenant)
+        assert not failed and all((end_of(p, CALS) or 0) > time.time() for p in unfolded)
+        assert FOLD_OLDEST_AGE_SECONDS._value.get() == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_downgrade_below_0007_writes_every_unfolded_bucket(fresh_database_url: str) -> None:
+    """0006 reads coarse rows only: the downgrade folds every open or not yet
+    folded bucket first, so every level holds its events, as 0006 wrote them."""
+    rng = random.Random(11)
+    now = datetime.now(UTC)
+    tenant = "downgraded"
+    records = [r for life in histories(rng, tenant, now, 15) for r in versions(rng, tenant, life)]
+    engine = make_engine(fresh_database_url)
+    try:
+        await register_zones(engine, CALS)
+        final = _latest(records)
+        await load_records(engine, list(final.values()), CALS)
+        await fold_closed(engine, CALS, grace_s=0, limit=10)  # some folded, most not
+        _, unfolded = await stored(engine, tenant)
+        assert unfolded
+        async with engine.begin() as conn:
+            await conn.run_sync(_migration("0006", down=True))
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT dim, level, bucket, dim_value, cells, hists, pcts FROM rollups"
+                     " WHERE tenant_id = :t"), {"t": tenant})  # fmt: skip
+            got = {
+                (dim, level, epoch_s(bucket), value): {"cells": c, "hists": h, "pcts": p}
+                for dim, level, bucket, value, c, h, p in rows
+            }
+        want = from_scratch(list(final.values()))
+        assert want == {k: v for k, v in got.items() if v["cells"] or v["hists"]}
+    finally:
+        await engine.dispose()
