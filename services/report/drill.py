@@ -187,6 +187,7 @@ async def drill(
     return body
 
 
+NO_ROW = str(None)  # the key of `/realtime`'s by_group (by_agent) for no group (agent)
 NOW_SQL = """
 SELECT t.ticket_id, t.doc -> 'metrics' AS metrics
 FROM tickets AS t
@@ -215,6 +216,8 @@ async def drill_now(
         raise ApiError(400, "invalid_field", f"now fields: {', '.join(NOW)}")
     column = "last_group_id" if field == "waiting" else "last_agent_id"
     where = "TRUE" if row is None else f"t.doc -> 'metrics' ->> '{column}' = :row"
+    if row == NO_ROW:  # `/realtime` counts tickets with no group (agent) under "None"
+        where = f"({where} OR t.doc -> 'metrics' ->> '{column}' IS NULL)"
     params = {"tenant": tenant, "status": field, "row": row}
     after = "" if cursor is None else decode_cursor(cursor)
     async with snapshot(engine) as conn:  # total and page from one snapshot
