@@ -238,6 +238,10 @@ async def check_http(api: Client, key: str) -> None:
     assert await error(400, "reports/groups", api.headers, sort="nope") == "invalid_sort"
     assert await error(400, "drill", api.headers, report="groups", field="stints")
     assert await error(400, "drill", api.headers, report="summary", field="nope")
+    quarter = {"report": "summary", "field": "transfers", "from": "2026-01-01"}
+    await api.get("drill", models.Drill, **quarter, to="2026-04-02")  # 92 days
+    too_long = await error(400, "drill", api.headers, **quarter, to="2026-04-03")
+    assert too_long == "range_too_long"
     assert await error(404, "tickets/none", api.headers) == "not_found"
     other = f"{api.base.rsplit('/', 1)[0]}/e2e-drill-other"
     drill = {**api.dates, "report": "summary", "field": "transfers"}
