@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.report.queries import Filters
+from services.report.queries import Filters, snapshot
 from shared.events import format_ms, to_ms
 from shared.http import ApiError
 
@@ -154,7 +154,7 @@ async def drill(
     measure, where, params = conditions(sel)
     params.update(tenant=tenant, kind=measure.kind, lo=sel.lo, hi=sel.hi)
     after = "" if cursor is None else decode_cursor(cursor)
-    async with engine.connect() as conn:
+    async with snapshot(engine) as conn:  # total and page from one snapshot
         total_sql = TOTAL_SQL.format(weight=measure.weight, where=where)
         total = (await conn.execute(text(total_sql), params)).one()
         page_sql = PAGE_SQL.format(weight=measure.weight, where=where)
@@ -187,6 +187,7 @@ async def drill(
     return body
 
 
+NO_ROW = str(None)  # the key of `/realtime`'s by_group (by_agent) for no group (agent)
 NOW_SQL = """
 SELECT t.ticket_id, t.doc -> 'metrics' AS metrics
 FROM tickets AS t
@@ -215,9 +216,11 @@ async def drill_now(
         raise ApiError(400, "invalid_field", f"now fields: {', '.join(NOW)}")
     column = "last_group_id" if field == "waiting" else "last_agent_id"
     where = "TRUE" if row is None else f"t.doc -> 'metrics' ->> '{column}' = :row"
+    if row == NO_ROW:  # `/realtime` counts tickets with no group (agent) under "None"
+        where = f"({where} OR t.doc -> 'metrics' ->> '{column}' IS NULL)"
     params = {"tenant": tenant, "status": field, "row": row}
     after = "" if cursor is None else decode_cursor(cursor)
-    async with engine.connect() as conn:
+    async with snapshot(engine) as conn:  # total and page from one snapshot
         total = (await conn.execute(text(NOW_TOTAL_SQL.format(where=where)), params)).scalar_one()
         paging = {"after": after, "limit": limit + 1}
         rows = (await conn.execute(text(NOW_SQL.format(where=where)), {**params, **paging})).all()

@@ -29,6 +29,12 @@ from shared.http import ApiError
 from shared.openapi import errors
 
 drill_router = APIRouter(prefix="/v1/tenants/{tenant_id}")
+# A drill-down reads every ledger row of its kind in the range (its cost grows
+# with the range, not with the page), so one covers at most a quarter.
+MAX_DAYS = 92
+RESPONSES = errors(400, 401, 403, 304)
+RESPONSES[400] = {**RESPONSES[400], "description": "invalid parameters, or a range of more"
+                  f" than {MAX_DAYS} days (`range_too_long`)"}  # fmt: skip
 
 
 class Sla(StrEnum):
@@ -48,7 +54,7 @@ FieldParam = Annotated[
 
 @drill_router.get(
     "/drill", tags=["drill-down"], operation_id="getDrill", response_model=models.Drill,
-    responses={200: {"content": CSV_CONTENT}, **errors(400, 401, 403, 304)},
+    responses={200: {"content": CSV_CONTENT}, **RESPONSES},
 )  # fmt: skip
 async def drill_down(
     request: Request,
@@ -72,13 +78,17 @@ async def drill_down(
     groups and agents, `group_id` or `agent_id` names the row), paged by ticket id,
     each with its share of the number and its metrics. `report=now` lists the
     tickets waiting (`field=waiting`, in queue `group_id`) or held (`assigned`,
-    by `agent_id`) now, as `/realtime` counts them."""
+    by `agent_id`) now, as `/realtime` counts them. A range covers at most
+    92 days (a timeseries point, at most a month, may lie in a longer series)."""
     if report is DrillReport.now:
         row = filters.group_id if field == "waiting" else filters.agent_id
         now = await drill_now(engine, tenant, field, row, limit, cursor, datetime.now(UTC))
         return answer(request, now, now["rows"], fmt, LIVE_CACHE)
     first, last = parse_date(from_, "from"), parse_date(to, "to")
     lo, hi = day_range(first, last, zone(tz))
+    if report is not DrillReport.timeseries and (last - first).days >= MAX_DAYS:
+        raise ApiError(400, "range_too_long", f"a drill-down covers at most {MAX_DAYS} days;"
+                       " ask for a shorter range or drill a timeseries point")  # fmt: skip
     if report is DrillReport.timeseries:
         if granularity is None:
             raise ApiError(400, "invalid_point", "timeseries needs granularity and start")

@@ -177,8 +177,9 @@ def _pieces(lo: datetime, hi: datetime, cal: Calendar | None) -> list[Piece]:
 
 
 @asynccontextmanager
-async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """One snapshot for the fold states and the rows read with them."""
+async def snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One snapshot (REPEATABLE READ) for statements that must agree: fold states
+    and the rows read with them, a drill-down's total and its page."""
     async with engine.connect() as conn:
         yield await conn.execution_options(isolation_level="REPEATABLE READ")
 
@@ -224,7 +225,7 @@ async def _points(
     points: list[int] = []
     single: list[bool] = []
     out: dict[tuple[int, str], Point] = {}
-    async with _snapshot(engine) as conn:
+    async with snapshot(engine) as conn:
         unfolded = await _unfolded(conn, tenant)
         for i, (lo, hi) in enumerate(pairwise(bounds)):
             pieces = _expanded(_pieces(lo, hi, cal), unfolded, cal)
@@ -272,7 +273,7 @@ async def _by_value(
         for kind in kinds
         for i in (0, 1)
     )
-    async with _snapshot(engine) as conn:
+    async with snapshot(engine) as conn:
         pieces = _expanded(_pieces(start, end, cal), await _unfolded(conn, tenant), cal)
         params = {"tenant": tenant, "dim": dim, "levels": [lv for lv, _ in pieces],
                   "buckets": [instant(b) for _, b in pieces]}  # fmt: skip
@@ -386,7 +387,7 @@ async def agents(
 
 async def ticket_doc(engine: AsyncEngine, tenant: str, ticket_id: str) -> dict[str, Any] | None:
     """The ticket's document; its events, kept one per row, in evaluation order."""
-    async with _snapshot(engine) as conn:
+    async with snapshot(engine) as conn:
         row = (await conn.execute(TICKET_SQL, {"t": tenant, "id": ticket_id})).first()
         if row is None:
             return None

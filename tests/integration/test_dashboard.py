@@ -12,6 +12,7 @@ import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -24,6 +25,7 @@ from tests.integration.test_drill import send_traffic
 
 KeyMaker = Callable[..., Awaitable[str]]
 TENANT = "e2e-dashboard"
+DOTTED = "open/../4"  # a ticket id with path segments
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -68,7 +70,8 @@ async def send_open_tickets(
 ) -> dict[str, str]:
     """Tickets waiting now (ticket -> group), and two held by agent `a-open`."""
     at = format_ms(to_ms(now) - 60_000)
-    waiting = {f"open-{n}": ("sales", "support")[n % 2] for n in range(5)}
+    waiting = {f"open-{n}": ("sales", "support")[n % 2] for n in range(4)}
+    waiting[DOTTED] = "sales"  # an id whose ticket link must not resolve to another path
     events = [
         event(TENANT, t, f"{t}-c", "ticket_created", at, channel="webchat", group_id=g)
         for t, g in {**waiting, "held-1": "sales", "held-2": "sales"}.items()
@@ -149,6 +152,8 @@ async def test_dashboard_views_equal_the_api(
     await page.wait_for_selector("main:not([data-loading])")
     listed = await page.eval_on_selector_all("[data-test=ticket]", "e => e.map(a => a.textContent)")
     assert sorted(listed) == sorted(t for t, g in waiting.items() if g == "support")
+    await show(page, f"{base}/dashboard#/ticket?id={quote(DOTTED, safe='')}", "[data-test=events]")
+    assert await page.text_content("[data-test=ticket-id]") == DOTTED
 
     # Trends: the summary's numbers, and a click lists exactly the tickets behind one.
     query = "&".join(f"{k}={v}" for k, v in {**dates, "granularity": "hour"}.items())

@@ -266,7 +266,9 @@ async function drillView(params, mount) {
 }
 
 async function ticketView(params, mount) {
-  const t = await api(`tickets/${encodeURIComponent(params.id).replaceAll("%2F", "/")}`);
+  // Fully encoded: a literal "/" would let the browser resolve "." and ".." segments
+  // (another path); the server decodes %2F before routing to {ticket_id:path}.
+  const t = await api(`tickets/${encodeURIComponent(params.id)}`);
   const mx = t.metrics;
   const lanes = [];
   const bar = (lane, s, color) => {
