@@ -111,6 +111,19 @@ async def reports(engine: Any, tenant: str, today: date) -> list[Any]:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
+async def assert_reports_as_before_folds(
+    engine: Any, tenant: str, reference: str, final: dict[str, Any], today: date
+) -> None:
+    """`tenant`'s reports equal those of a reference tenant whose every level is
+    written at once from the final versions, as the loader did before folds."""
+    deltas: dict[Key, Rollup] = {}
+    for rec in final.values():
+        contribution(measures({**rec, "tenant_id": reference}), 1, deltas, CALS)
+    async with engine.begin() as conn:
+        await apply(conn, reference, deltas)
+    assert await reports(engine, tenant, today) == await reports(engine, reference, today)
+
+
 async def test_concurrent_loaders_and_folder_match_a_from_scratch_computation(
     fresh_database_url: str, seed: int
 ) -> None:
@@ -178,14 +191,7 @@ async def test_concurrent_loaders_and_folder_match_a_from_scratch_computation(
             view = {k: rec[k] for k in ("metrics", "group_stints", "agent_stints", "events")}
             assert await queries.ticket_doc(engine, tenant, ticket) == view
 
-        # The reference tenant: every level written at once, as before folds.
-        deltas: dict[Key, Rollup] = {}
-        for rec in final.values():
-            contribution(measures({**rec, "tenant_id": reference}), 1, deltas, CALS)
-        async with engine.begin() as conn:
-            await apply(conn, reference, deltas)
-        today = now.date()
-        assert await reports(engine, tenant, today) == await reports(engine, reference, today)
+        await assert_reports_as_before_folds(engine, tenant, reference, final, now.date())
     finally:
         await engine.dispose()
 
@@ -245,13 +251,7 @@ async def test_migration_0007_keeps_every_number_and_event(fresh_database_url: s
         assert {k: v for k, v in want.items() if k[1:3] not in unfolded} == {
             k: v for k, v in got.items() if v["cells"] or v["hists"]
         }
-        deltas = {}
-        for rec in final.values():
-            contribution(measures({**rec, "tenant_id": reference}), 1, deltas, CALS)
-        async with engine.begin() as conn:
-            await apply(conn, reference, deltas)
-        today = now.date()
-        assert await reports(engine, tenant, today) == await reports(engine, reference, today)
+        await assert_reports_as_before_folds(engine, tenant, reference, final, now.date())
     finally:
         await engine.dispose()
 
