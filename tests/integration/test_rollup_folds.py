@@ -110,7 +110,6 @@ async def reports(engine: Any, tenant: str, today: date) -> list[Any]:
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2])
 async def assert_reports_as_before_folds(
     engine: Any, tenant: str, reference: str, final: dict[str, Any], today: date
 ) -> None:
@@ -124,6 +123,7 @@ async def assert_reports_as_before_folds(
     assert await reports(engine, tenant, today) == await reports(engine, reference, today)
 
 
+@pytest.mark.parametrize("seed", [1, 2])
 async def test_concurrent_loaders_and_folder_match_a_from_scratch_computation(
     fresh_database_url: str, seed: int
 ) -> None:
