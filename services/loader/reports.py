@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from services.loader.batches import batch_records
 from services.loader.folds import hold, lift
 from services.loader.quarters import enqueue, publish
-from services.loader.rollups import MEASURE_FIELDS, Key, apply, changes, contribution
+from services.loader.rollups import Key, apply, changes, contribution, measure_key
 from shared.db import report_zones, ticket_measures, tickets
 from shared.isolation import bisect_failures, park, reason_of
 from shared.layout import ENRICHED, expect_key
@@ -179,17 +179,13 @@ async def replace_measures(
     removed, added = changes(old, [row for r in records for row in measures(r)])
     ids: dict[tuple[Any, ...], list[str]] = {}
     for m in old:
-        ids.setdefault(_identity(m), []).append(m["row_id"])
-    doomed = [ids[_identity(m)].pop() for m in removed]
+        ids.setdefault(measure_key(m), []).append(m["row_id"])
+    doomed = [ids[measure_key(m)].pop() for m in removed]
     if doomed:
         await conn.execute(DELETE_MEASURES_SQL, {"rows": doomed})
     if added:
         await conn.execute(insert(ticket_measures), added)
     return removed, added
-
-
-def _identity(m: Mapping[Any, Any]) -> tuple[Any, ...]:
-    return tuple(m[f] for f in MEASURE_FIELDS)
 
 
 EVENTS_SQL = text("""

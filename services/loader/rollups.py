@@ -72,13 +72,18 @@ MEASURE_FIELDS = ("tenant_id", "ticket_id", "kind", "at", "value_ms", "agent_id"
                   "transferred_out")  # fmt: skip
 
 
+def measure_key(m: Mapping[Any, Any]) -> tuple[Any, ...]:
+    """What tells one measurement from another (a ledger row's identity)."""
+    return tuple(m[f] for f in MEASURE_FIELDS)
+
+
 def changes(
     old: Iterable[Mapping[Any, Any]], new: Iterable[Mapping[Any, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(removed, added): the measurements only in `old`, only in `new`, as multisets
     (per ticket). A new version of a ticket usually changes few of them."""
-    before = Counter(tuple(m[f] for f in MEASURE_FIELDS) for m in old)
-    after = Counter(tuple(m[f] for f in MEASURE_FIELDS) for m in new)
+    before = Counter(map(measure_key, old))
+    after = Counter(map(measure_key, new))
     return (
         [dict(zip(MEASURE_FIELDS, t, strict=True)) for t in (before - after).elements()],
         [dict(zip(MEASURE_FIELDS, t, strict=True)) for t in (after - before).elements()],

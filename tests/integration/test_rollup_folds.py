@@ -25,7 +25,7 @@ from services.enricher.metrics import dedupe, evaluate
 from services.loader import folds
 from services.loader.folds import fold_closed
 from services.loader.reports import load_records, measures, register_zones, ticket_row
-from services.loader.rollups import MEASURE_FIELDS, Key, apply, contribution
+from services.loader.rollups import Key, apply, contribution, measure_key
 from services.report import queries
 from services.report.stats import intervals
 from shared.db import make_engine, ticket_measures, tickets
@@ -72,20 +72,26 @@ def from_scratch(final: list[dict[str, Any]]) -> dict[Key, Any]:
     return {k: row_values(r.pruned()) for k, r in rows.items() if r.pruned()}
 
 
-async def stored(engine: Any, tenant: str) -> tuple[dict[Key, Any], set[tuple[int, int]]]:
+async def rollup_rows(engine: Any, tenant: str) -> dict[Key, Any]:
     async with engine.connect() as conn:
         rows = await conn.execute(
             text("SELECT dim, level, bucket, dim_value, cells, hists, pcts FROM rollups"
                  " WHERE tenant_id = :t"), {"t": tenant})  # fmt: skip
-        got = {
+        return {
             (dim, level, epoch_s(bucket), value): {"cells": cells, "hists": hists, "pcts": pcts}
             for dim, level, bucket, value, cells, hists, pcts in rows
         }
+
+
+async def stored(engine: Any, tenant: str) -> tuple[dict[Key, Any], set[tuple[int, int]]]:
+    """The tenant's rollup rows, and its unfolded buckets."""
+    async with engine.connect() as conn:
         states = await conn.execute(
             text("SELECT level, bucket FROM rollup_folds WHERE tenant_id = :t AND NOT folded"),
             {"t": tenant},
         )
-        return got, {(level, epoch_s(bucket)) for level, bucket in states}
+        unfolded = {(level, epoch_s(bucket)) for level, bucket in states}
+    return await rollup_rows(engine, tenant), unfolded
 
 
 async def reports(engine: Any, tenant: str, today: date) -> list[Any]:
@@ -184,8 +190,8 @@ async def test_concurrent_loaders_and_folder_match_a_from_scratch_computation(
             ledger = await conn.execute(
                 text("SELECT * FROM ticket_measures WHERE tenant_id = :t"), {"t": tenant}
             )
-            assert Counter(_row(m) for m in ledger.mappings()) == Counter(
-                _row(m) for r in final.values() for m in measures(r)
+            assert Counter(measure_key(m) for m in ledger.mappings()) == Counter(
+                measure_key(m) for r in final.values() for m in measures(r)
             )
         for ticket, rec in final.items():  # what GET /v1/tickets/{id} answers
             view = {k: rec[k] for k in ("metrics", "group_stints", "agent_stints", "events")}
@@ -194,10 +200,6 @@ async def test_concurrent_loaders_and_folder_match_a_from_scratch_computation(
         await assert_reports_as_before_folds(engine, tenant, reference, final, now.date())
     finally:
         await engine.dispose()
-
-
-def _row(m: Any) -> tuple[Any, ...]:
-    return tuple(m[f] for f in MEASURE_FIELDS)
 
 
 def _migration(revision: str, *, down: bool = False) -> Any:
@@ -327,14 +329,7 @@ async def test_downgrade_below_0007_writes_every_unfolded_bucket(fresh_database_
         assert unfolded
         async with engine.begin() as conn:
             await conn.run_sync(_migration("0006", down=True))
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                text("SELECT dim, level, bucket, dim_value, cells, hists, pcts FROM rollups"
-                     " WHERE tenant_id = :t"), {"t": tenant})  # fmt: skip
-            got = {
-                (dim, level, epoch_s(bucket), value): {"cells": c, "hists": h, "pcts": p}
-                for dim, level, bucket, value, c, h, p in rows
-            }
+        got = await rollup_rows(engine, tenant)  # rollup_folds is gone
         want = from_scratch(list(final.values()))
         assert want == {k: v for k, v in got.items() if v["cells"] or v["hists"]}
     finally:
