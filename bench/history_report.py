@@ -197,7 +197,8 @@ def write(out: dict[str, Any], where: Path) -> None:
         f"{m['kernel']}, Python {m['python']}, moto {m['moto']}.",
         f"Settings: history {', '.join(str(d) for d in a['history'])} days at "
         f"{a['scale'] * 10_000:,.0f} tickets a day; live traffic {a['rate']:g} events/s for "
-        f"{a['minutes']:g} min, one tenant, 8 groups; default service settings.",
+        f"{'/'.join(f'{m:g}' for m in a['minutes'])} min (per H), one tenant, 8 groups; "
+        "default service settings.",
         "",
         *compact(out),
         "",

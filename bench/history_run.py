@@ -13,7 +13,7 @@ PostgreSQL's bytes read and written per 1,000 events; the queues' depths every
 needs is estimated and printed first; the run stops if it does not fit.
 
     .venv/bin/python -m bench.history_run [--history 0,30,365] [--scale 1]
-        [--rate 400] [--minutes 10] [--out bench/results]
+        [--rate 400] [--minutes 10 | 30,10,10] [--out bench/results]
 
 It writes figures (`history.json`, `history.md`, `history.png`); it asserts nothing.
 """
@@ -255,6 +255,10 @@ async def one_history(args: argparse.Namespace, days: int) -> dict[str, Any]:
         shutil.rmtree(pg_dir, ignore_errors=True)
 
 
+def minutes_list(text: str) -> list[float]:
+    return [float(m) for m in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--history", type=lambda s: [int(d) for d in s.split(",")],
@@ -265,7 +269,8 @@ def main() -> None:
         help="last days whose ticket rows and ledger are the store's own tickets",
     )  # fmt: skip
     parser.add_argument("--rate", type=float, default=400.0, help="live events/s")
-    parser.add_argument("--minutes", type=float, default=10.0, help="of live traffic per H")
+    parser.add_argument("--minutes", type=minutes_list, default=[10.0],
+                        help="of live traffic per H: one value, or one per H")  # fmt: skip
     parser.add_argument("--sample", type=float, default=10.0, help="s between queue samples")
     parser.add_argument("--probe-every", type=float, default=2.0)
     parser.add_argument("--probe-timeout", type=float, default=120.0)
@@ -273,13 +278,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
+    if len(args.minutes) == 1:
+        args.minutes *= len(args.history)
+    if len(args.minutes) != len(args.history):
+        parser.error("--minutes: one value, or one per --history value")
     stop_on_sigterm()
     os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(1 << 20))  # big objects on disk
     check_disk(args, WORK, say)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = []
-    for days in args.history:
-        results.append(asyncio.run(one_history(args, days)))
+    for days, minutes in zip(args.history, args.minutes, strict=True):
+        run = argparse.Namespace(**{**vars(args), "minutes": minutes})
+        results.append(asyncio.run(one_history(run, days)) | {"minutes": minutes})
         say(history_report.summary_line(results[-1]))
     out = {"started": started, "machine": vars(machine()), "args": {
         k: v if not isinstance(v, Path) else str(v) for k, v in vars(args).items()},

@@ -196,11 +196,11 @@ def check_disk(args: argparse.Namespace, work: Path, say: Callable[[str], None])
     estimates = [estimate(d, daily, by_level, args.exact_days) for d in args.history]
     worst = max(estimates, key=lambda e: e.total)
     minutes = 0.0
-    for d, e in zip(args.history, estimates, strict=True):
+    for d, e, live_min in zip(args.history, estimates, args.minutes, strict=True):
         exact = min(d, args.exact_days) * daily
         writing = (e.tickets * WRITE_S["ticket"] + e.rollup_rows * WRITE_S["rollup"]
                    + exact * WRITE_S["exact"]) / 60  # fmt: skip
-        minutes += writing + args.minutes + DRAIN_AND_READS_MIN
+        minutes += writing + live_min + DRAIN_AND_READS_MIN
         say(
             f"H = {d} d: {e.tickets:,} tickets, ~{e.events:,} events, ~{e.rollup_rows:,} "
             f"rollups; disk: store ~{gib(e.store_bytes)}, PostgreSQL ~{gib(e.pg_bytes)}; "
