@@ -178,7 +178,7 @@ async def live(args: argparse.Namespace, stack: Stack, pg_dir: Path, tenant: str
         tasks = [
             asyncio.create_task(sample(aws, stack, urls, t0, args.sample, stop_sampling, samples)),
             asyncio.create_task(prober.send(args.probe_every, stop_probes)),
-            asyncio.create_task(prober.poll(stop_probes)),
+            asyncio.create_task(prober.poll(stop_probes, args.poll_every)),
         ]
         traffic = Traffic(random.Random(args.seed), [tenant], args.rate, seconds,
                           int(time.time() * 1000), PARAMS)  # fmt: skip
@@ -273,6 +273,11 @@ def main() -> None:
                         help="of live traffic per H: one value, or one per H")  # fmt: skip
     parser.add_argument("--sample", type=float, default=10.0, help="s between queue samples")
     parser.add_argument("--probe-every", type=float, default=2.0)
+    parser.add_argument(
+        "--poll-every", type=float, default=2.0,
+        help="s between polls for the probes (a probe is seen late by up to this); each "
+        "/realtime poll reads every open ticket, which moto serves slowly",
+    )  # fmt: skip
     parser.add_argument("--probe-timeout", type=float, default=120.0)
     parser.add_argument("--requests", type=int, default=20, help="per report case")
     parser.add_argument("--seed", type=int, default=5)
