@@ -37,7 +37,7 @@ import orjson
 from bench import history_report
 from bench.history_write import check_disk, per_day, write
 from bench.pgstats import pg_io
-from bench.probes import AcceptLog, Prober
+from bench.probes import AcceptLog, Prober, open_in_table
 from bench.report_latency import pct, timed_gets
 from bench.stack import (
     Scrape,
@@ -167,7 +167,8 @@ async def live(args: argparse.Namespace, stack: Stack, pg_dir: Path, tenant: str
         urls = {q: (await aws.sqs.get_queue_url(QueueName=q))["QueueUrl"]
                 for q in queue_names(stack.settings)}  # fmt: skip
         log = AcceptLog()
-        prober = Prober(http, stack.urls, tenant, key, log, args.probe_timeout)
+        seen = open_in_table(aws.dynamodb, stack.settings.realtime_table, tenant)
+        prober = Prober(http, stack.urls, tenant, key, log, args.probe_timeout, seen)
         machine0, cpu0 = machine_busy_s(), cpu_of(stack, pg_dir)
         scraped0, pg0 = await scrape(http, stack.metrics), await pg_io(database_url)
         for pid in stack.pids.values():
@@ -274,9 +275,8 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=10.0, help="s between queue samples")
     parser.add_argument("--probe-every", type=float, default=2.0)
     parser.add_argument(
-        "--poll-every", type=float, default=2.0,
-        help="s between polls for the probes (a probe is seen late by up to this); each "
-        "/realtime poll reads every open ticket, which moto serves slowly",
+        "--poll-every", type=float, default=1.0,
+        help="s between polls for the probes (a probe is seen late by up to this)",
     )  # fmt: skip
     parser.add_argument("--probe-timeout", type=float, default=120.0)
     parser.add_argument("--requests", type=int, default=20, help="per report case")
