@@ -23,18 +23,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import random
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
-from bench import history_report
+from bench import history, history_report
 from bench.history_write import check_disk, per_day, write
 from bench.pgstats import pg_io
 from bench.probes import AcceptLog, Prober, open_in_table
@@ -56,13 +58,23 @@ from shared.aws import Aws, open_aws
 from shared.pipeline import queue_names
 from telemetry.keys import create_key
 from telemetry.simulate import send_traffic
-from telemetry.traffic import Params, Traffic
+from telemetry.traffic import Params, Traffic, events_per_ticket, hold_s
 from telemetry.up import start_postgres
 
 WORK = Path(".telemetry") / "bench-history"
 DRAIN_LIMIT_S = 600.0
 GROUPS = tuple((f"group-{g}", w) for g, w in enumerate((16, 15, 14, 13, 12, 11, 10, 9)))
-PARAMS = Params(groups=tuple((name, w / 100) for name, w in GROUPS))
+AGENTS = len(history.AGENTS)  # the history's staff, 144
+
+
+def params(rate: float) -> Params:
+    """The traffic model with the history's groups, and a staff about the size of the
+    history's: at 400 events/s one tenant takes ~7,000 chats at once, which two
+    chats per agent would staff with ~3,500 agents (an agents report 25x the
+    history's), so each agent holds as many chats as needs ~144 agents."""
+    base = Params(groups=tuple((name, w / 100) for name, w in GROUPS))
+    chats = base.staffing * rate / events_per_ticket(base) * hold_s(base)
+    return replace(base, capacity=max(base.capacity, math.ceil(chats / AGENTS)))
 
 
 def say(text: str) -> None:
@@ -182,7 +194,7 @@ async def live(args: argparse.Namespace, stack: Stack, pg_dir: Path, tenant: str
             asyncio.create_task(prober.poll(stop_probes, args.poll_every)),
         ]
         traffic = Traffic(random.Random(args.seed), [tenant], args.rate, seconds,
-                          int(time.time() * 1000), PARAMS)  # fmt: skip
+                          int(time.time() * 1000), params(args.rate))  # fmt: skip
         async with httpx.AsyncClient(base_url=stack.urls["collector"], timeout=30) as client:
             stats = await send_traffic(traffic, client, {tenant: key}, rate=args.rate,
                                        duration=seconds, out=log, progress=False)  # fmt: skip
