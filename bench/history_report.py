@@ -124,6 +124,52 @@ def _ceiling(r: dict[str, Any]) -> str:
     return f"{r['events'] / batches / (held / n):,.0f}"
 
 
+# The issue's goals (docs/design.md, "Cost as history grows").
+FLAT_MSG_PER_MIN = 1.0  # queues' slope over the 2nd half of the traffic, all queues together
+FRESH_S = {"realtime": 10.0, "reports": 30.0}
+HISTORY_RATIO = 1.25  # each stage's CPU and AWS requests per event, last H over first
+CONSOLIDATOR_MIB = 512
+REPORT_MS = 50.0
+JUDGED = (*(s for s in SERVICES if s != "report"), "postgres")  # the report service only probes
+
+
+def goals(out: dict[str, Any]) -> list[str]:
+    """Each goal, its figure and met or not, so a run says plainly what it shows."""
+    rs = out["results"]
+    first, last = rs[0], rs[-1]
+    rows: list[tuple[str, str, bool]] = []
+    for r in rs:
+        h = f"H = {r['days']} d" + (f", {r['minutes']:g} min" if "minutes" in r else "")
+        slope = growth_per_min(r["samples"], r["send_s"])
+        rows.append((f"{h}: queues flat (messages/min, 2nd half) and drained",
+                     f"{_fmt(slope, 1)}, {'drained' if r['drained'] else 'NOT drained'}",
+                     r["drained"] and slope <= FLAT_MSG_PER_MIN))  # fmt: skip
+        for path, limit in FRESH_S.items():
+            v = p95(r["freshness"][path])
+            rows.append((f"{h}: freshness p95 to {path} ≤ {limit:g} s", _fmt(v, 1), v <= limit))
+        rss = r["peak_rss_mib"].get("consolidator")
+        rows.append((f"{h}: consolidator peak RSS ≤ {CONSOLIDATOR_MIB} MiB", _fmt(rss, 0),
+                     rss is not None and rss <= CONSOLIDATOR_MIB))  # fmt: skip
+        for case, ms in r["report_p95_ms"].items():
+            rows.append((f"{h}: report p95 ≤ {REPORT_MS:g} ms, {case}", _fmt(ms, 1),
+                         ms <= REPORT_MS))  # fmt: skip
+    if len(rs) > 1:
+        for what, key in (("CPU", "cpu_s"), ("AWS requests", "requests")):
+            for stage in JUDGED:
+                if stage not in first[key] or not first[key][stage]:
+                    continue
+                ratio = (per_k(last[key][stage], last["events"])
+                         / per_k(first[key][stage], first["events"]))  # fmt: skip
+                rows.append((f"{stage}: {what} per event, H = {last['days']} d over "
+                             f"H = {first['days']} d ≤ {HISTORY_RATIO}x", f"{ratio:.2f}x",
+                             ratio <= HISTORY_RATIO))  # fmt: skip
+    return [
+        "| goal | measured | |",
+        "|---|---:|---|",
+        *(f"| {g} | {v} | {'met' if ok else '**not met**'} |" for g, v, ok in rows),
+    ]
+
+
 def tables(out: dict[str, Any]) -> list[str]:
     rs = out["results"]
     lines = _table(
@@ -199,6 +245,8 @@ def write(out: dict[str, Any], where: Path) -> None:
         f"{a['scale'] * 10_000:,.0f} tickets a day; live traffic {a['rate']:g} events/s for "
         f"{'/'.join(f'{m:g}' for m in a['minutes'])} min (per H), one tenant, 8 groups; "
         "default service settings.",
+        "",
+        *goals(out),
         "",
         *compact(out),
         "",
