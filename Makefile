@@ -111,7 +111,7 @@ bench-store: install
 # Each stage's cost per event for one tenant with 0, 30 and 365 days of history, 10 minutes of
 # live traffic at 400 events/s each (1.5-2 h and ~22 GB at 1 year; both estimated first).
 bench-history: $(BENCH_STAMP)
-	$(BIN)/python -m bench.history_run
+	$(BIN)/python -m bench.history_run --minutes 30,10,10
 
 # Report latency over 10 M tickets (first run: about 25 minutes and 20 GB in .telemetry/).
 # It loads the rollup dimensions the measured reports read; --dims all of them: ~1.5 h.
