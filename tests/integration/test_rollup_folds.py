@@ -18,6 +18,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
 from services.enricher.handler import ticket_record
@@ -258,6 +259,22 @@ async def test_migration_0007_keeps_every_number_and_event(fresh_database_url: s
         await engine.dispose()
 
 
+async def load_newest(
+    engine: AsyncEngine, tenant: str, seed: int, lives: int
+) -> dict[str, dict[str, Any]]:
+    """The zones registered and the newest version of each of `lives` ticket lives
+    of `tenant` loaded; returns those versions by ticket."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    records = [
+        r for life in histories(rng, tenant, now, lives) for r in versions(rng, tenant, life)
+    ]
+    final = _latest(records)
+    await register_zones(engine, CALS)
+    await load_records(engine, list(final.values()), CALS)
+    return final
+
+
 def _latest(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for r in records:
@@ -271,14 +288,10 @@ async def test_a_bucket_that_fails_to_fold_does_not_stop_the_others(
 ) -> None:
     """A fold that fails for good is counted, tried after the others next round,
     and every other closed bucket folds; once it folds the gauge drops to 0."""
-    rng = random.Random(3)
-    now = datetime.now(UTC)
     tenant = "stuck"
-    records = [r for life in histories(rng, tenant, now, 12) for r in versions(rng, tenant, life)]
     engine = make_engine(fresh_database_url)
     try:
-        await register_zones(engine, CALS)
-        await load_records(engine, list(_latest(records).values()), CALS)
+        await load_newest(engine, tenant, seed=3, lives=12)
         _, before = await stored(engine, tenant)
         stuck = min((p for p in before if p[0] == 1), key=lambda p: p[1])  # an hour, first
         real = folds.fold
@@ -315,15 +328,10 @@ async def test_a_bucket_that_fails_to_fold_does_not_stop_the_others(
 async def test_downgrade_below_0007_writes_every_unfolded_bucket(fresh_database_url: str) -> None:
     """0006 reads coarse rows only: the downgrade folds every open or not yet
     folded bucket first, so every level holds its events, as 0006 wrote them."""
-    rng = random.Random(11)
-    now = datetime.now(UTC)
     tenant = "downgraded"
-    records = [r for life in histories(rng, tenant, now, 15) for r in versions(rng, tenant, life)]
     engine = make_engine(fresh_database_url)
     try:
-        await register_zones(engine, CALS)
-        final = _latest(records)
-        await load_records(engine, list(final.values()), CALS)
+        final = await load_newest(engine, tenant, seed=11, lives=15)
         await fold_closed(engine, CALS, grace_s=0, limit=10)  # some folded, most not
         _, unfolded = await stored(engine, tenant)
         assert unfolded
