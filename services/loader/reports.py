@@ -181,7 +181,7 @@ UPSERT_SQL = text(
 
 
 def _upsert_params(records: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Insert or replace ticket rows, only by a higher version."""
+    """UPSERT_SQL's parameters: one list per column of `tickets`, a row per record."""
     columns: dict[str, list[Any]] = {name: [] for name in UPSERT_COLUMNS}
     for r in records:
         row = ticket_row(r)
