@@ -171,17 +171,14 @@ class Prober:
             except Exception:  # a probe read that failed is counted, not fatal
                 self.errors += 1
                 return
-            at = time.monotonic()
-            for probe in pending:
-                if probe.ticket in seen:
-                    probe.seen["realtime"] = at - probe.accepted
-            return
-        body = await self._get("/realtime")
-        if body is None:
-            return
+        else:
+            body = await self._get("/realtime")
+            if body is None:
+                return
+            seen = set(body["waiting_now"]["by_group"])
         at = time.monotonic()
         for probe in pending:
-            if probe.ticket in body["waiting_now"]["by_group"]:
+            if probe.ticket in seen:
                 probe.seen["realtime"] = at - probe.accepted
 
     async def _each(self, path: str, now: float, check: Check) -> None:
