@@ -29,9 +29,10 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -268,13 +269,17 @@ async def one_history(args: argparse.Namespace, days: int) -> dict[str, Any]:
         shutil.rmtree(pg_dir, ignore_errors=True)
 
 
-def minutes_list(text: str) -> list[float]:
-    return [float(m) for m in text.split(",")]
+T = TypeVar("T")
+
+
+def comma_list(kind: Callable[[str], T]) -> Callable[[str], list[T]]:
+    """An argparse type: comma-separated values of `kind`."""
+    return lambda text: [kind(v) for v in text.split(",")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--history", type=lambda s: [int(d) for d in s.split(",")],
+    parser.add_argument("--history", type=comma_list(int),
                         default=[0, 30, 365], help="days of history, comma separated")  # fmt: skip
     parser.add_argument("--scale", type=float, default=1.0, help="x 10,000 tickets a day")
     parser.add_argument(
@@ -282,7 +287,7 @@ def main() -> None:
         help="last days whose ticket rows and ledger are the store's own tickets",
     )  # fmt: skip
     parser.add_argument("--rate", type=float, default=400.0, help="live events/s")
-    parser.add_argument("--minutes", type=minutes_list, default=[10.0],
+    parser.add_argument("--minutes", type=comma_list(float), default=[10.0],
                         help="of live traffic per H: one value, or one per H")  # fmt: skip
     parser.add_argument("--sample", type=float, default=10.0, help="s between queue samples")
     parser.add_argument("--probe-every", type=float, default=2.0)
