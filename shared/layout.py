@@ -102,8 +102,10 @@ def delta_key(tenant: str, partition: str, batch: str) -> str:
     return f"{hot_prefix(tenant, partition)}d-{batch}.run"
 
 
-def hot_run_key(tenant: str, partition: str) -> str:
-    return f"{hot_prefix(tenant, partition)}r-{new_batch_id()}.run"
+def hot_run_key(tenant: str, partition: str, run: str, n: int) -> str:
+    """File `n` of minor run `run`: a merge's output may be cut into several files,
+    and compaction tiers the run they make, not each file."""
+    return f"{hot_prefix(tenant, partition)}r-{run}-{n:05d}.run"
 
 
 def epoch_marker_key(tenant: str, partition: str, version: int) -> str:

@@ -218,7 +218,8 @@ class Compactor:
 
     async def _rewrite(self, tenant: str, partition: str, inputs: list[Listed]) -> list[Listed]:
         """Minor merge: inputs into one run of the partition, nothing sealed."""
-        sink = FileSink(self.io, lambda _: hot_run_key(tenant, partition), kept=self.remember)
+        sink = FileSink(self.io, partial(hot_run_key, tenant, partition, new_batch_id()),
+                        kept=self.remember)  # fmt: skip
         await self.fill(self.merged_inputs(inputs), [sink])
         keys = [o.key for o in inputs]
         await self.io.delete(keys)

@@ -1,18 +1,21 @@
 """A hot partition as one listing shows it, and what its compaction should do next.
 
 A partition's prefix holds deltas (`d-`, one per batch), minor runs (`r-`,
-merges of deltas), the files of its last major merge (`m-`, what was kept
-when the partition last sealed) and epoch markers (`e-<version>`). Minor
-merges are tiered: `fanout` objects of one size class become one, so a line
-is rewritten about log_F(partition / delta) times before the next major
-merge. A major merge takes everything, seals what is closed and idle, and
-happens when the rest has grown as large as what the last one kept, so a
-partition holds between one and two times its active set.
+merges of deltas, each cut into files of at most 8 MiB), the files of its
+last major merge (`m-`, what was kept when the partition last sealed) and
+epoch markers (`e-<version>`). Minor merges are tiered by run, not by file:
+`fanout` runs of one size class become one run, so a line is rewritten
+about log_F(partition / delta) times before the next major merge. (Tiering
+by file never ended once runs outgrew a file: six full 8 MiB files merged
+into six more.) A major merge takes everything, seals what is closed and
+idle, and happens when the rest has grown as large as what the last one
+kept, so a partition holds between one and two times its active set.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from services.consolidator.runs import CLOSED, Ticket
@@ -76,8 +79,18 @@ async def list_partition(io: S3Io, tenant: str, partition: str) -> Listing:
 
 
 def _class(size: int, fanout: int) -> int:
-    """Size classes F times apart: F objects of one class merge into the next one."""
+    """Size classes F times apart: F runs of one class merge into the next one."""
     return int(math.log(max(size, 1), fanout))
+
+
+def run_of(key: str) -> str:
+    """The run a file belongs to: `r-<run>-<n>.run` files are one minor merge's output,
+    cut in files; a delta, or a minor run of the first layout (`r-<run>.run`), is its own."""
+    name = name_of(key)
+    return name[: -len("-00000.run")] if _FILE_OF_RUN.fullmatch(name) else name
+
+
+_FILE_OF_RUN = re.compile(r"r-\d{13}-[0-9a-f]{12}-\d{5}\.run")
 
 
 @dataclass(frozen=True)
@@ -92,10 +105,13 @@ def plan(listing: Listing, policy: Policy) -> Plan:
     rest = sum(o.size for o in minors)
     if rest >= max(majors, policy.major_min_bytes):
         return Plan("major", listing.objects)
-    classes: dict[int, list[Listed]] = {}
+    runs: dict[str, list[Listed]] = {}
     for o in minors:
-        classes.setdefault(_class(o.size, policy.fanout), []).append(o)
+        runs.setdefault(run_of(o.key), []).append(o)
+    classes: dict[int, list[list[Listed]]] = {}
+    for files in runs.values():
+        classes.setdefault(_class(sum(o.size for o in files), policy.fanout), []).append(files)
     for c in sorted(classes):
         if len(classes[c]) >= policy.fanout:
-            return Plan("minor", classes[c])
+            return Plan("minor", [o for files in classes[c] for o in files])
     return Plan("none", [])

@@ -135,6 +135,23 @@ def test_minor_merges_take_a_full_size_class_and_majors_everything() -> None:
     assert plan(Listing([*big, Listed("p/d-x.run", 100), *major], 1, []), policy).kind == "major"
 
 
+def test_minor_merges_tier_runs_not_the_files_a_run_is_cut_into() -> None:
+    """Six full files of one run are one run: merging them again (the loop that wrote
+    40 MB per 1,000 events in the 30-minute bench-history run) must not be planned."""
+    policy = Policy(fanout=3, major_min_bytes=10**9)
+    mib = 1024 * 1024
+
+    def run(n: int, files: int) -> list[Listed]:
+        return [Listed(f"p/r-{n:013d}-{n:012x}-{i:05d}.run", 8 * mib) for i in range(files)]
+
+    major = [Listed("p/m-1-00000.run", 10**9)]
+    assert plan(Listing([*run(1, 6), *major], 1, []), policy).kind == "none"
+    three = [*run(1, 2), *run(2, 2), *run(3, 2)]
+    assert plan(Listing([*three, *major], 1, []), policy).inputs == three
+    old_layout = [Listed(f"p/r-{n:013d}-{n:012x}.run", 16 * mib) for n in range(3)]
+    assert plan(Listing([*old_layout, *run(4, 1), *major], 1, []), policy).inputs == old_layout
+
+
 def test_range_reads_join_the_closest_blocks_first() -> None:
     assert _ranges([1, 2, 3, 10, 11, 30], 4) == [(1, 4), (10, 12), (30, 31)]
     assert _ranges([1, 3, 10, 20, 21, 40], 3) == [(1, 11), (20, 22), (40, 41)]
