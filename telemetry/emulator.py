@@ -26,6 +26,9 @@ def emulator(host: str, port: int, state_dir: Path, ready_file: Path = READY_FIL
     """Serve until SIGTERM; `ready_file` exists once the data is back (the healthcheck)."""
     from moto.server import ThreadedMotoServer
 
+    from telemetry.moto_server import lighten
+
+    lighten()
     ready_file.unlink(missing_ok=True)
     stops = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # before any thread: only sigwait hears them
