@@ -1,19 +1,29 @@
-"""moto in server mode as the local stack runs it: `python -m telemetry.moto_server -p PORT`.
+"""moto as the local stack runs it: `python -m telemetry.moto_server -H HOST -p PORT`.
 
-The same server as `python -m moto.server`, less two of its per-request
-costs. They are the emulator's overhead, not AWS behaviour, and took about a
-quarter of its CPU under `make bench-history` (py-spy, 2026-12-03):
+moto's own WSGI application, served by waitress instead of werkzeug's
+development server (`python -m moto.server`), less the per-request costs
+that are the emulator's, not AWS behaviour. Together they were about half
+of a conditional put's CPU, on both sides (`python -m bench.emulator_puts`):
+- werkzeug closes every connection and starts a thread for each: every
+  request paid a TCP handshake and a thread. waitress keeps connections
+  alive and serves them from a pool of threads (SQS long polls hold one each
+  for up to 20 s, hence many);
 - moto matches each request's host against the URL pattern of every backend
-  it has (hundreds of regular expressions, under one lock). The answer
-  depends on the host alone, so it is remembered per host.
-- werkzeug formats an access-log line per request, which nobody reads.
+  it has (hundreds of regular expressions, under one lock); the answer
+  depends on the host alone, so it is remembered per host;
+- an access-log line per request, which nobody reads.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
+
+THREADS = 64
+CONNECTIONS = 1000
 
 Lookup = Callable[[Any, str | None], Any]
 
@@ -31,7 +41,7 @@ def remembered(lookup: Lookup) -> Lookup:
 
 
 def lighten() -> None:
-    """Remove the two costs from moto's server in this process (call once, before it serves)."""
+    """Remember moto's backend per host, and log no request (call once, before serving)."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -39,11 +49,47 @@ def lighten() -> None:
     DomainDispatcherApplication.get_backend_for_host = remembered(lookup)  # type: ignore[method-assign,assignment]
 
 
-def main() -> None:
-    from moto import server
+def mend_expect_continue() -> None:
+    """waitress 3.0 answers `Expect: 100-continue` with 100 Continue and then waits for a
+    body, even when Content-Length says 0 (botocore sends both with an empty S3 PUT):
+    such a request has nothing to wait for."""
+    from waitress.channel import HTTPChannel
+    from waitress.parser import HTTPRequestParser
 
+    class Parser(HTTPRequestParser):  # type: ignore[misc]
+        expect_continue: bool
+        chunked: bool
+        content_length: int
+
+        def parse_header(self, header_plus: bytes) -> None:
+            super().parse_header(header_plus)
+            if self.expect_continue and not self.chunked and self.content_length == 0:
+                self.expect_continue = False
+
+    HTTPChannel.parser_class = Parser
+
+
+def main() -> None:
+    import waitress
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=5000)
+    args = parser.parse_args()
+    os.environ.setdefault("MOTO_PORT", str(args.port))  # moto writes it into queue URLs
     lighten()
-    server.main()
+    mend_expect_continue()
+    logging.getLogger("waitress").setLevel(logging.ERROR)
+    waitress.serve(
+        DomainDispatcherApplication(create_backend_app),
+        host=args.host,
+        port=args.port,
+        threads=THREADS,
+        connection_limit=CONNECTIONS,
+        asyncore_use_poll=True,
+        ident="moto",
+    )
 
 
 if __name__ == "__main__":
