@@ -29,7 +29,10 @@ async def compact_cold(c: Compactor, tenant: str) -> bool:
     state = await c.table.read(tenant)
     if state is None or not state.manifest:
         return False
-    runs = (await c.reader.manifest(state.manifest)).merge_plan()
+    try:
+        runs = (await c.reader.manifest(state.manifest)).merge_plan()
+    except ObjectMissingError:
+        return True  # another compactor replaced that manifest since: look again
     if not runs:
         return False
     run = new_batch_id()
@@ -54,7 +57,10 @@ async def compact_cold(c: Compactor, tenant: str) -> bool:
         state = await c.table.read(tenant)
         if state is None:
             return False
-        manifest = (await c.reader.manifest(state.manifest)).replace(merged_ids, out)
+        try:
+            manifest = (await c.reader.manifest(state.manifest)).replace(merged_ids, out)
+        except ObjectMissingError:
+            continue  # replaced since the state was read: read it again
         if manifest is None:  # another compactor merged them meanwhile
             await c.io.delete(sink.keys)
             return True

@@ -271,7 +271,10 @@ class Compactor:
             state = await self.table.read(tenant)
             if state is None or partition not in state.parts or partition in state.freezing:
                 return False
-            manifest = await self.reader.manifest(state.manifest)
+            try:
+                manifest = await self.reader.manifest(state.manifest)
+            except ObjectMissingError:
+                continue  # replaced since the state was read: read it again
             key = await self.publish(tenant, manifest.with_run(sealed))
             new = state.next(parts={**state.parts, partition: state.version + 1}, manifest=key)
             try:
