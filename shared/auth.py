@@ -157,6 +157,7 @@ def record_of(item: dict[str, Any]) -> KeyRecord:
 @dataclass
 class _Known:
     record: KeyRecord
+    cached_at: float  # monotonic, taken before the lookup began
     until: float  # monotonic
     used_written: float = 0.0  # monotonic time last_used_at was last written
 
@@ -201,7 +202,7 @@ class KeyStore:
             if record is None or record.revoked_at is not None:
                 self._remember(self._unknown, digest, now + self.unknown_cache_s)
                 raise AuthError(401, "unauthorized", "unknown API key")
-            known = _Known(record, now + self.key_cache_s)
+            known = _Known(record, now, now + self.key_cache_s)
             self._remember(self._known, digest, known)
         record = known.record
         if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
@@ -263,7 +264,10 @@ class KeyStore:
                 log.warning("revocation marker unreadable: %s", exc)
                 return
             if version != self._marker_version:
-                self._known.clear()
+                # A key looked up after this read began is as new as the version
+                # read: only those cached before it may have been revoked.
+                for digest in [d for d, k in self._known.items() if k.cached_at < now]:
+                    del self._known[digest]
                 self._marker_version = version
             self._marker_ok = now
 
