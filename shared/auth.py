@@ -158,7 +158,6 @@ def record_of(item: dict[str, Any]) -> KeyRecord:
 class _Known:
     record: KeyRecord
     cached_at: float  # monotonic, taken before the lookup began
-    until: float  # monotonic
     used_written: float = 0.0  # monotonic time last_used_at was last written
 
 
@@ -193,7 +192,7 @@ class KeyStore:
         await self._check_revocations()
         now = time.monotonic()
         known = self._known.get(digest)
-        if known is not None and known.until > now:
+        if known is not None and known.cached_at + self.key_cache_s > now:
             self._known.move_to_end(digest)
         else:
             if self._unknown.get(digest, 0.0) > now:
@@ -202,7 +201,7 @@ class KeyStore:
             if record is None or record.revoked_at is not None:
                 self._remember(self._unknown, digest, now + self.unknown_cache_s)
                 raise AuthError(401, "unauthorized", "unknown API key")
-            known = _Known(record, now, now + self.key_cache_s)
+            known = _Known(record, now)
             self._remember(self._known, digest, known)
         record = known.record
         if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
