@@ -33,7 +33,7 @@ from services.consolidator.runs import CLOSED, ZLIB, Ticket, token_hashes
 from services.consolidator.state import ROOT, TenantState, depth
 from services.consolidator.store import TicketStore
 from shared.events import format_ms
-from shared.layout import cold_file_key, epoch_marker_key, hot_prefix, manifest_key, new_batch_id
+from shared.layout import cold_file_key, epoch_marker_key, hot_file_key, manifest_key, new_batch_id
 
 DAY_MS = 86_400_000
 HOURLY = (1, 1, 1, 1, 1, 2, 4, 8, 12, 14, 15, 14, 12, 13, 14, 14, 13, 11, 9, 7, 5, 3, 2, 1)
@@ -197,10 +197,6 @@ def _fake(run_id: str, raw: int) -> ColdRun:
     return ColdRun(run_id, (ColdFile("", 0, 0, 0, b"", b"", 0, 0, raw),))
 
 
-def _major_key(tenant: str, part: str, run: str, n: int) -> str:
-    return f"{hot_prefix(tenant, part)}m-{run}-{n:05d}.run"
-
-
 def raw_size(t: Ticket) -> int:
     return len(t.token) + len(t.events) + 17
 
@@ -284,7 +280,7 @@ async def _write_hot(store: TicketStore, model: Model, hot: Wanted, total: int) 
         bits += 1
     parts = [ROOT + format(i, f"0{bits}b") if bits else ROOT for i in range(2**bits)]
     run = new_batch_id()
-    sinks = {p: FileSink(store.io, partial(_major_key, model.tenant, p, run)) for p in parts}
+    sinks = {p: FileSink(store.io, partial(hot_file_key, model.tenant, p, "m", run)) for p in parts}
     state = TenantState(1, dict.fromkeys(parts, 1))
     for t in _sorted_by_token(model, hot):
         (part,) = state.route(token_hashes([t.token])[0])

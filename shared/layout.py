@@ -102,10 +102,10 @@ def delta_key(tenant: str, partition: str, batch: str) -> str:
     return f"{hot_prefix(tenant, partition)}d-{batch}.run"
 
 
-def hot_run_key(tenant: str, partition: str, run: str, n: int) -> str:
-    """File `n` of minor run `run`: a merge's output may be cut into several files,
-    and compaction tiers the run they make, not each file."""
-    return f"{hot_prefix(tenant, partition)}r-{run}-{n:05d}.run"
+def hot_file_key(tenant: str, partition: str, kind: str, run: str, n: int) -> str:
+    """File `n` of a merge's output `run`, of `kind` "r" (minor) or "m" (major): an
+    output may be cut into several files, and compaction tiers the run, not each file."""
+    return f"{hot_prefix(tenant, partition)}{kind}-{run}-{n:05d}.run"
 
 
 def epoch_marker_key(tenant: str, partition: str, version: int) -> str:

@@ -43,8 +43,7 @@ from services.consolidator.state import (
 from shared.layout import (
     cold_file_key,
     epoch_marker_key,
-    hot_prefix,
-    hot_run_key,
+    hot_file_key,
     manifest_key,
     new_batch_id,
 )
@@ -218,7 +217,7 @@ class Compactor:
 
     async def _rewrite(self, tenant: str, partition: str, inputs: list[Listed]) -> list[Listed]:
         """Minor merge: inputs into one run of the partition, nothing sealed."""
-        sink = FileSink(self.io, partial(hot_run_key, tenant, partition, new_batch_id()),
+        sink = FileSink(self.io, partial(hot_file_key, tenant, partition, "r", new_batch_id()),
                         kept=self.remember)  # fmt: skip
         await self.fill(self.merged_inputs(inputs), [sink])
         keys = [o.key for o in inputs]
@@ -233,8 +232,8 @@ class Compactor:
         Returns the raw bytes kept hot, and those of its largest ticket."""
         now = self.clock()
         run = new_batch_id()
-        prefix = hot_prefix(tenant, partition)
-        hot = FileSink(self.io, lambda n: f"{prefix}m-{run}-{n:05d}.run", kept=self.remember)
+        hot = FileSink(self.io, partial(hot_file_key, tenant, partition, "m", run),
+                       kept=self.remember)  # fmt: skip
         cold = self.cold_sink(tenant, run)
         largest = 0
 

@@ -20,7 +20,7 @@ from services.consolidator.state import (
     depth,
     now_ms,
 )
-from shared.layout import epoch_marker_key, hot_prefix, new_batch_id
+from shared.layout import epoch_marker_key, hot_file_key, new_batch_id
 from shared.objects import ObjectMissingError
 
 if TYPE_CHECKING:
@@ -71,7 +71,8 @@ async def complete_split(c: Compactor, tenant: str, partition: str) -> None:
         listing = await list_partition(c.io, tenant, partition)
         run = new_batch_id()
         sinks = [
-            FileSink(c.io, partial(_kid_key, tenant, kid, run), kept=c.remember) for kid in kids
+            FileSink(c.io, partial(hot_file_key, tenant, kid, "m", run), kept=c.remember)
+            for kid in kids
         ]
         streams = c.merged_inputs(listing.objects)
         try:
@@ -108,7 +109,3 @@ async def complete_split(c: Compactor, tenant: str, partition: str) -> None:
     keys = [o.key for o in leftover.objects]
     await c.io.delete([*keys, *(m for m in leftover.marks if m != tombstone)])
     c.reader.forget(keys)
-
-
-def _kid_key(tenant: str, kid: str, run: str, n: int) -> str:
-    return f"{hot_prefix(tenant, kid)}m-{run}-{n:05d}.run"
