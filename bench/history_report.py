@@ -1,10 +1,18 @@
-"""`make bench-history`'s results as markdown tables and a plot (pure but for the files)."""
+"""`make bench-history`'s results as markdown tables and a plot (pure but for the files).
+
+`python -m bench.history_report --out DIR A.json B.json` publishes the runs of
+several invocations as one table (H = 0 measured in one, H = 30 and 365 in
+another, say), each H under its own run's start and load.
+"""
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from shared.pipeline import SERVICES
 
@@ -232,6 +240,23 @@ def tables(out: dict[str, Any]) -> list[str]:
     return lines
 
 
+def combine(outs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One output of several runs' results, in order of H; the machine must be the same."""
+    machines = {orjson.dumps(o["machine"], option=orjson.OPT_SORT_KEYS) for o in outs}
+    if len(machines) != 1:
+        raise ValueError("runs of different machines are not one table")
+    results = sorted((r for o in outs for r in o["results"]), key=lambda r: r["days"])
+    args = {**outs[0]["args"], "history": [r["days"] for r in results],
+            "minutes": [r["minutes"] for r in results]}  # fmt: skip
+    return {
+        "started": " and ".join(o["started"] for o in outs),
+        "machine": outs[0]["machine"],
+        "args": args,
+        "load_note": load_note(results),
+        "results": results,
+    }
+
+
 def write(out: dict[str, Any], where: Path) -> None:
     m, a = out["machine"], out["args"]
     md = [
@@ -299,3 +324,18 @@ def plot(out: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="publish several bench-history runs as one")
+    parser.add_argument("runs", nargs="+", type=Path, help="history.json files")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    out = combine([orjson.loads(p.read_bytes()) for p in args.runs])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "history.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
+    write(out, args.out)
+
+
+if __name__ == "__main__":
+    main()

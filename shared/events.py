@@ -91,14 +91,20 @@ def parse_timestamp(value: str) -> datetime:
         raise InvalidEventError("invalid_timestamp", f"occurred_at: {exc}") from exc
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def format_ms(epoch_ms: int) -> str:
     """The one timestamp format of every answer: UTC with milliseconds."""
-    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=epoch_ms)
-    return f"{dt.year:04d}-{dt:%m-%dT%H:%M:%S}.{epoch_ms % 1000:03d}Z"
+    dt = _EPOCH + timedelta(milliseconds=epoch_ms)  # fields, not strftime: a series formats
+    return (  # thousands of these
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
+        f"{dt.second:02d}.{epoch_ms % 1000:03d}Z"
+    )
 
 
 def to_ms(dt: datetime) -> int:
-    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    delta = dt - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 

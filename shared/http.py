@@ -77,7 +77,7 @@ ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
 def install_browser_support(app: FastAPI, settings: Settings) -> None:
     """gzip for large answers, and CORS for the configured origins only (none by
     default: a browser page of another site then cannot read any answer)."""
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     origins = settings.cors_origin_list()
     if origins:
         app.add_middleware(

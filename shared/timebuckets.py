@@ -65,8 +65,11 @@ def calendars(names: tuple[str, ...]) -> tuple[Calendar, ...]:
     return found
 
 
+@lru_cache(maxsize=65_536)
 def local_midnight(day: date, zone: ZoneInfo) -> int:
-    """The instant a local day starts, in epoch seconds (the only definition used)."""
+    """The instant a local day starts, in epoch seconds (the only definition used).
+    Remembered: a year's daily series asks for each day four times, and zone
+    arithmetic is most of a report's Python time."""
     return int(datetime.combine(day, time(), tzinfo=zone).timestamp())
 
 

@@ -238,10 +238,12 @@ async def _points(
                   "points": points, "single": single, **(params or {})}  # fmt: skip
         result = await conn.execute(text(ROLLUP_SQL.format(where=where)), params)
         for i, value, cells, pcts, hists in result:
+            row = Point(cells, pcts, [] if hists is None else [hists], 1)
             point = out.get((i, value))
             if point is None:
-                point = out[(i, value)] = Point()
-            point.add(Point(cells, pcts, [] if hists is None else [hists], 1))
+                out[(i, value)] = row
+            else:
+                point.add(row)
     return out
 
 

@@ -15,6 +15,8 @@ from shared.http import ApiError
 from shared.timebuckets import Calendar, decompose, epoch_s, instant, local_midnight
 
 PERCENTILES = (("p50_ms", 50), ("p90_ms", 90), ("p95_ms", 95))
+PERCENTILE_KEYS = tuple(k for k, _ in PERCENTILES)
+NO_STATS: dict[str, Any] = {"count": 0, "avg_ms": None, **dict.fromkeys(PERCENTILE_KEYS)}
 
 
 def nearest_rank(sorted_values: Sequence[int], percent: int) -> int:
@@ -24,7 +26,7 @@ def nearest_rank(sorted_values: Sequence[int], percent: int) -> int:
 
 def stats(values: Sequence[int]) -> dict[str, Any]:
     if not values:
-        return {"count": 0, "avg_ms": None, **dict.fromkeys(k for k, _ in PERCENTILES)}
+        return NO_STATS.copy()
     ordered = sorted(values)
     return {
         "count": len(ordered),
@@ -34,14 +36,13 @@ def stats(values: Sequence[int]) -> dict[str, Any]:
 
 
 def merged_stats(cell: list[int] | None, values: list[int | None]) -> dict[str, Any]:
-    """A stats object from a rollup cell `[count, sum_ms]` and its p50/p90/p95."""
+    """A stats object from a rollup cell `[count, sum_ms]` and its p50/p90/p95
+    (five per point of a series: kept to plain dict building)."""
     if cell is None or cell[0] <= 0:
-        return {"count": 0, "avg_ms": None, **dict.fromkeys(k for k, _ in PERCENTILES)}
-    return {
-        "count": cell[0],
-        "avg_ms": cell[1] / cell[0],
-        **{k: v for (k, _), v in zip(PERCENTILES, values, strict=True)},
-    }
+        return NO_STATS.copy()
+    out: dict[str, Any] = {"count": cell[0], "avg_ms": cell[1] / cell[0]}
+    out.update(zip(PERCENTILE_KEYS, values, strict=True))
+    return out
 
 
 def ratio(num: int, den: int) -> float | None:

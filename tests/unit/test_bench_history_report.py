@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.history_report import goals
+import pytest
+
+from bench.history_report import combine, goals
 
 
 def run(days: int, loader_cpu_s: float, slope_depths: list[int]) -> dict[str, Any]:
@@ -41,3 +43,19 @@ def test_each_goal_is_judged_from_the_runs() -> None:
     assert v["loader: CPU per event, H = 365 d over H = 0 d ≤ 1.25x"] == "**not met**"
     assert v["filter: CPU per event, H = 365 d over H = 0 d ≤ 1.25x"] == "met"
     assert v["H = 365 d, 10 min: report p95 ≤ 50 ms, agents, 90 days"] == "met"
+
+
+def test_runs_of_separate_invocations_combine_in_order_of_history() -> None:
+    machine = {"cores": 2}
+    a = {"started": "A", "machine": machine, "args": {"rate": 400.0},
+         "results": [run(365, 1.3, [3] * 6)]}  # fmt: skip
+    b = {"started": "B", "machine": machine, "args": {"rate": 400.0},
+         "results": [run(0, 1.0, [3] * 6)]}  # fmt: skip
+    for r in (*a["results"], *b["results"]):
+        r |= {"cpu_s": {"loader": 1.0}, "machine_cpu_s": 1.0, "window_s": 100.0}
+    out = combine([a, b])
+    assert [r["days"] for r in out["results"]] == [0, 365]
+    assert out["args"]["history"] == [0, 365] and out["args"]["minutes"] == [10.0, 10.0]
+    assert "loader: CPU per event, H = 365 d over H = 0 d ≤ 1.25x" in verdicts(out)
+    with pytest.raises(ValueError, match="different machines"):
+        combine([a, {**b, "machine": {"cores": 4}}])
