@@ -8,6 +8,7 @@ reads, never on the number of tickets.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -119,25 +120,72 @@ def _dense(hists: list[bytes]) -> tuple[Any, Any]:
     return counts, sums
 
 
-def _merged_percentiles(hists: list[bytes]) -> Pcts:
-    out: Pcts = {}
-    if not hists:
+# Bins of the dense arrays merged at once: 512 KiB of float64 each, which stays in
+# the CPU's cache (larger chunks measured slower, smaller ones pay numpy's per-call cost).
+DENSE_BINS = 1 << 16
+
+
+def _merged_percentiles(hist_lists: list[list[bytes]]) -> list[Pcts]:
+    """The percentiles of each list of histograms, many lists at a time.
+
+    A per-agent report merges 144 lists, and numpy's cost per call dominated
+    (~0.06 ms per list): here one dense array holds a line per (list, kind
+    present), so the sums, running counts and rank searches of many lists are
+    one call each. Same arithmetic as shared.histogram.percentiles."""
+    out: list[Pcts] = [{} for _ in hist_lists]
+    sizes = [sum(len(h) for h in hists) // ENTRY.itemsize for hists in hist_lists]
+    if not any(sizes):
         return out
-    counts, sums = _dense(hists)
-    for code in np.flatnonzero(counts.sum(axis=1) > 0).tolist():
-        cumulative = np.cumsum(counts[code])
-        total = int(cumulative[-1])
-        bins = np.searchsorted(cumulative, [rank(total, p) for p in PERCENTS]).tolist()
-        out[HIST_KINDS[code]] = [  # as shared.histogram.percentiles (float64: exact < 2**53)
-            round(float(sums[code, b]) / float(counts[code, b])) for b in bins
-        ]
+    entries = np.frombuffer(b"".join(h for hists in hist_lists for h in hists), dtype=ENTRY)
+    present = np.flatnonzero(np.bincount(entries["kind"], minlength=len(HIST_KINDS)))
+    line_of_kind = np.zeros(len(HIST_KINDS), dtype=np.intp)
+    line_of_kind[present] = np.arange(len(present))
+    lines = line_of_kind[entries["kind"]]
+    offsets = [0, *itertools.accumulate(sizes)]
+    step = max(1, DENSE_BINS // (len(present) * len(EDGES)))
+    for at in range(0, len(hist_lists), step):
+        upto = min(at + step, len(hist_lists))
+        part = slice(offsets[at], offsets[upto])
+        owner = np.repeat(np.arange(upto - at, dtype=np.intp), sizes[at:upto])
+        merged = _merged_lines(entries[part], owner * len(present) + lines[part])
+        for line, values in merged:
+            point, k = divmod(line, len(present))
+            out[at + point][HIST_KINDS[int(present[k])]] = values
     return out
+
+
+def _merged_lines(entries: Any, line: Any) -> list[tuple[int, list[int | None]]]:
+    """(line, percentiles) of each line with counts, from entries tagged with their line."""
+    width = len(EDGES)
+    size = (int(line.max()) + 1 if len(line) else 0) * width
+    index = line * width + entries["bin"]
+    counts = np.bincount(index, weights=entries["n"], minlength=size)
+    sums = np.bincount(index, weights=entries["sum"], minlength=size)
+    # One running count over every line (counts are not negative, so it is
+    # sorted): a line's rank r is the first bin where it reaches the count of
+    # the lines before plus r.
+    running = np.cumsum(counts)
+    ends = running[width - 1 :: width]
+    before = np.concatenate(([0.0], ends[:-1]))
+    totals = ends - before
+    live = np.flatnonzero(totals > 0).tolist()
+    if not live:
+        return []
+    targets = [
+        b + rank(int(t), p)
+        for b, t in zip(before[live].tolist(), totals[live].tolist(), strict=True)
+        for p in PERCENTS
+    ]
+    found = np.searchsorted(running, targets, side="left")
+    values = (sums[found] / counts[found]).reshape(len(live), len(PERCENTS)).tolist()
+    return [(ln, [round(v) for v in vs]) for ln, vs in zip(live, values, strict=True)]
 
 
 def percentiles(points: list[Point]) -> list[Pcts]:
     """Each point's percentiles: stored ones as they are, the others merged from
     their histograms."""
-    return [p.pcts if p.pcts is not None else _merged_percentiles(p.hists) for p in points]
+    merged = iter(_merged_percentiles([p.hists for p in points if p.pcts is None]))
+    return [p.pcts if p.pcts is not None else next(merged) for p in points]
 
 
 def _dimension(filters: Filters) -> tuple[str, str, dict[str, Any]]:

@@ -16,6 +16,7 @@ from services.report.queries import percentiles as merged_percentiles
 from services.report.stats import day_range, nearest_rank
 from shared.histogram import EDGES, SLA_SECONDS, Histogram, at_most, bin_of, percentiles
 from shared.rollups import (
+    HIST_KINDS,
     SLA_CELL,
     Rollup,
     _merged_in_numpy,
@@ -193,6 +194,29 @@ def test_merged_stored_histograms_give_what_one_row_would(parts: list[list[int]]
     assert within == at_most(merged.hists["first_response"], sla * 1000)
     near = sum(1 for v in everything if abs(v - sla * 1000) <= 0.02 * sla * 1000)
     assert abs(within - sum(v <= sla * 1000 for v in everything)) <= near
+
+
+@given(st.lists(st.lists(st.tuples(st.sampled_from(HIST_KINDS), values), max_size=3), max_size=12))
+def test_many_points_merge_in_one_pass_as_each_would_alone(
+    points: list[list[tuple[str, list[int]]]],
+) -> None:
+    """A report with many points (144 agents, a merged series) merges them all at
+    once: each point gets exactly what merging its own rows gives, whatever kinds
+    its neighbours hold or lack."""
+    rows = [[Rollup({}, {kind: of_values(vs)}) for kind, vs in point] for point in points]
+    read = []
+    for point_rows in rows:
+        point = Point()
+        for row in point_rows:
+            point.add(Point({}, None, [row_values(row)["hists"]], 1))
+        read.append(point)
+    expected = []
+    for point_rows in rows:
+        merged = Rollup()
+        for row in point_rows:
+            merged.add(row)
+        expected.append(pcts_of(merged.hists))
+    assert merged_percentiles(read) == expected
 
 
 @given(
