@@ -15,7 +15,8 @@ needs is estimated and printed first; the run stops if it does not fit.
     .venv/bin/python -m bench.history_run [--history 0,30,365] [--scale 1]
         [--rate 400] [--minutes 10 | 30,10,10] [--out bench/results]
 
-It writes figures (`history.json`, `history.md`, `history.png`); it asserts nothing.
+It writes figures (`history.json`, `history.md`, `history.png`) after each H, so a run
+stopped later keeps the histories it measured; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -313,13 +314,20 @@ def main() -> None:
         run = argparse.Namespace(**{**vars(args), "minutes": minutes})
         results.append(asyncio.run(one_history(run, days)) | {"minutes": minutes})
         say(history_report.summary_line(results[-1]))
+        publish(args, started, results)  # after each H: a run stopped later keeps it
+
+
+def publish(args: argparse.Namespace, started: str, results: list[dict[str, Any]]) -> None:
+    """history.json, .md and .png of the histories measured so far."""
+    done = [r["days"] for r in results]
     out = {"started": started, "machine": vars(machine()), "args": {
-        k: v if not isinstance(v, Path) else str(v) for k, v in vars(args).items()},
+        **{k: v if not isinstance(v, Path) else str(v) for k, v in vars(args).items()},
+        "history": done, "minutes": [r["minutes"] for r in results]},
         "load_note": history_report.load_note(results), "results": results}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "history.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
     history_report.write(out, args.out)
-    say(f"wrote {args.out / 'history.md'}")
+    say(f"wrote {args.out / 'history.md'} (H = {', '.join(map(str, done))} d)")
 
 
 if __name__ == "__main__":

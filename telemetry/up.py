@@ -235,8 +235,11 @@ class LocalStack:
 
 
 def up() -> int:
-    # SIGTERM behaves as Ctrl-C from the first instant, so cleanup always runs.
+    # SIGTERM behaves as Ctrl-C from the first instant, so cleanup always runs;
+    # SIGINT too when started in the background (`telemetry up &` in a script),
+    # where the shell leaves it ignored and Python would not install its handler.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = Settings()
     if bool(settings.aws_endpoint_url) != bool(settings.database_url):
         print("telemetry up: set both AWS_ENDPOINT_URL and TELEMETRY_DATABASE_URL, or neither")
