@@ -257,6 +257,13 @@ def combine(outs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def save(out: dict[str, Any], where: Path) -> None:
+    """history.json, and the tables and plot written from it."""
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "history.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
+    write(out, where)
+
+
 def write(out: dict[str, Any], where: Path) -> None:
     m, a = out["machine"], out["args"]
     md = [
@@ -331,10 +338,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="history.json files")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    out = combine([orjson.loads(p.read_bytes()) for p in args.runs])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "history.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
-    write(out, args.out)
+    save(combine([orjson.loads(p.read_bytes()) for p in args.runs]), args.out)
 
 
 if __name__ == "__main__":

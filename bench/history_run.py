@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import orjson
 
 from bench import history, history_report
 from bench.history_write import check_disk, per_day, write
@@ -324,9 +323,7 @@ def publish(args: argparse.Namespace, started: str, results: list[dict[str, Any]
         **{k: v if not isinstance(v, Path) else str(v) for k, v in vars(args).items()},
         "history": done, "minutes": [r["minutes"] for r in results]},
         "load_note": history_report.load_note(results), "results": results}  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "history.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
-    history_report.write(out, args.out)
+    history_report.save(out, args.out)
     say(f"wrote {args.out / 'history.md'} (H = {', '.join(map(str, done))} d)")
 
 
