@@ -149,18 +149,31 @@ class Supervisor:
         self.children.clear()
 
 
-def save_emulator(settings: Settings, folder: Path = SNAPSHOT_DIR) -> None:
+# Past the in-flight wait, what exporting a large local bucket may take; a stopped
+# or frozen emulator must not hold `telemetry up` (or a test's teardown) for longer.
+SAVE_BOUND_S = 600.0
+
+
+def save_emulator(
+    settings: Settings, folder: Path = SNAPSHOT_DIR, bound_s: float | None = None
+) -> None:
     """The emulator forgets everything when it stops: keep its data for the next start."""
     print(f"telemetry: saving the emulator's data to {folder} (Ctrl-C again loses it)")
 
+    wait = settings.visibility_timeout_s + 10
+    bound = wait + SAVE_BOUND_S if bound_s is None else bound_s
+
     async def save() -> None:
         async with open_aws(settings) as aws:
-            wait = settings.visibility_timeout_s + 10
             manifest = await export_state(aws, settings, folder, in_flight_wait_s=wait)
         if not manifest.clean:
             print("telemetry: some messages were still in flight; the next start rebuilds")
 
-    asyncio.run(save())
+    try:
+        asyncio.run(asyncio.wait_for(save(), bound))
+    except TimeoutError:  # objects are immutable: the manifest written last still holds
+        print(f"telemetry: the emulator did not answer within {bound:.0f} s; "
+              "the last saved data is kept")  # fmt: skip
 
 
 class LocalStack:

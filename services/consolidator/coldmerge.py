@@ -32,7 +32,7 @@ async def compact_cold(c: Compactor, tenant: str) -> bool:
     try:
         runs = (await c.reader.manifest(state.manifest)).merge_plan()
     except ObjectMissingError:
-        return True  # another compactor replaced that manifest since: look again
+        return await _moved_on(c, tenant, state.manifest)
     if not runs:
         return False
     run = new_batch_id()
@@ -50,7 +50,7 @@ async def compact_cold(c: Compactor, tenant: str) -> bool:
     try:
         await c.fill(_renewing(c, tenant, merged(sources)), [sink])
     except ObjectMissingError:
-        return True  # merged by another compactor meanwhile
+        return await _moved_on(c, tenant, state.manifest)
     out = ColdRun(run, tuple(ColdFile.of(f.key, f.size, f.footer, f.stats) for f in sink.files))
     merged_ids = {r.id for r in runs}
     for _ in range(CAS_ATTEMPTS):
@@ -79,6 +79,18 @@ async def compact_cold(c: Compactor, tenant: str) -> bool:
         c.counts["lines rewritten"] += sum(f.lines for f in out.files)
         return True
     return False
+
+
+async def _moved_on(c: Compactor, tenant: str, manifest: str) -> bool:
+    """True when another compactor replaced the manifest (look again).
+
+    An object missing under a manifest that is still current is lost, not
+    merged away: looking again would find it missing forever.
+    """
+    state = await c.table.read(tenant)
+    if state is not None and state.manifest == manifest:
+        raise ObjectMissingError(f"{manifest} or one of its runs is lost while still current")
+    return True
 
 
 async def _renewing(

@@ -161,9 +161,11 @@ def _merged_lines(entries: Any, line: Any) -> list[tuple[int, list[int | None]]]
     index = line * width + entries["bin"]
     counts = np.bincount(index, weights=entries["n"], minlength=size)
     sums = np.bincount(index, weights=entries["sum"], minlength=size)
-    # One running count over every line (counts are not negative, so it is
-    # sorted): a line's rank r is the first bin where it reaches the count of
-    # the lines before plus r.
+    # One running count over every line: a line's rank r is the first bin where
+    # it reaches the count of the lines before plus r. That needs it sorted, so a
+    # bin below zero (only a retraction without its row could make one) counts as
+    # empty rather than moving the ranks of the lines after it.
+    np.maximum(counts, 0, out=counts)
     running = np.cumsum(counts)
     ends = running[width - 1 :: width]
     before = np.concatenate(([0.0], ends[:-1]))

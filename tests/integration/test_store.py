@@ -17,7 +17,7 @@ from services.consolidator.store import EventLine, TicketStore, build_store
 from shared.aws import Aws, open_aws
 from shared.events import canonical, format_ms
 from shared.layout import encode_lines, legacy_store_prefix, new_batch_id, ticket_token
-from shared.objects import list_keys
+from shared.objects import ObjectMissingError, list_keys
 from shared.settings import Settings
 from tests.integration.helpers import bucket_and_store_table
 
@@ -181,6 +181,20 @@ async def test_the_old_layout_is_migrated_without_losing_or_doubling_a_line(
             ticket_token(x): sorted(e for _, e in lines)
             for x, lines in (("a", a), ("b", b), ("c", c))
         }
+
+
+async def test_a_lost_cold_manifest_is_an_error_not_a_loop(moto_url: str) -> None:
+    async with aws_for(moto_url) as aws:
+        t = tenant()
+        store = store_of(aws, major_min_bytes=1)
+        for n in range(3):
+            await store.merge(t, new_batch_id(), life(f"lost{n}", NOW_MS - 3000 * DAY_MS))
+            await store.compactor.compact_all(t)
+        state = await store.state(t)
+        assert state.manifest
+        await aws.s3.delete_object(Bucket=BUCKET, Key=state.manifest)
+        with pytest.raises(ObjectMissingError):  # looking again would find it missing forever
+            await store_of(aws).compactor.compact_cold(t)
 
 
 async def test_a_scan_goes_on_when_compaction_removes_what_it_reads(

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from services.report.queries import percentiles as merged_percentiles
 from services.report.stats import day_range, nearest_rank
 from shared.histogram import EDGES, SLA_SECONDS, Histogram, at_most, bin_of, percentiles
 from shared.rollups import (
+    ENTRY,
     HIST_KINDS,
     SLA_CELL,
     Rollup,
@@ -217,6 +219,19 @@ def test_many_points_merge_in_one_pass_as_each_would_alone(
             merged.add(row)
         expected.append(pcts_of(merged.hists))
     assert merged_percentiles(read) == expected
+
+
+@given(values, values)
+def test_a_point_with_a_bin_below_zero_never_moves_its_neighbours(
+    before: list[int], after: list[int]
+) -> None:
+    """A bin below zero (a retraction whose row is missing) must stay in its point."""
+    alone = Point({}, None, [row_values(Rollup({}, {"reply": of_values(after)}))["hists"]], 1)
+    negative = np.array([(HIST_KINDS.index("reply"), len(EDGES) - 1, -1000, -1)], dtype=ENTRY)
+    broken = Point({}, None, [row_values(Rollup({}, {"reply": of_values(before)}))["hists"]], 1)
+    broken.add(Point({}, None, [negative.tobytes()], 1))
+    expected = merged_percentiles([alone])[0]
+    assert merged_percentiles([broken, alone])[1] == expected
 
 
 @given(
