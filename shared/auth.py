@@ -197,12 +197,16 @@ class KeyStore:
         else:
             if self._unknown.get(digest, 0.0) > now:
                 raise AuthError(401, "unauthorized", "unknown API key")
+            stale = known
             record = await self._lookup(digest)
             if record is None or record.revoked_at is not None:
                 self._remember(self._unknown, digest, now + self.unknown_cache_s)
                 raise AuthError(401, "unauthorized", "unknown API key")
-            known = _Known(record, now)
-            self._remember(self._known, digest, known)
+            known = self._known.get(digest)
+            if known is None or known is stale:  # else a waiter of the same lookup stored it
+                written = stale.used_written if stale is not None else 0.0
+                known = _Known(record, now, written)
+                self._remember(self._known, digest, known)
         record = known.record
         if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
             raise AuthError(401, "unauthorized", "API key expired")

@@ -81,9 +81,12 @@ async def test_last_use_is_written_once_per_few_minutes_not_per_request(
     aws: Aws, provisioned: Settings
 ) -> None:
     table = provisioned.keys_table
-    store = KeyStore(aws.dynamodb, table)
+    store = KeyStore(aws.dynamodb, table, key_cache_s=0.2)
     key = await store_key(aws.dynamodb, table, "keys-used", frozenset({"ingest"}))
     before = aws.counter.counts[("dynamodb", "UpdateItem")]
+    # A burst on a key nobody cached: 20 requests wait for one lookup.
+    await asyncio.gather(*(store.authenticate(bearer(key)) for _ in range(20)))
+    await asyncio.sleep(0.3)  # the cached key is looked up again, its last write kept
     for _ in range(20):
         await store.authenticate(bearer(key))
     await store.close()
